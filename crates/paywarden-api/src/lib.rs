@@ -1,0 +1,921 @@
+//! paywarden's HTTP API in Stripe's wire format, so Stripe's SDKs work unchanged.
+//!
+//! A POST goes through one path, [`App::post`]: authenticate the key, read the body within
+//! [`ApiConfig::body_bytes_max`], parse parameters, check the `Idempotency-Key` (replay,
+//! conflict or in flight), run the operation (validate everything, then call the acquirer,
+//! then compute the new state in the core), and hand one [`WriteBatch`] — the objects, the
+//! ledger postings and the idempotent response together — to the store's group-commit
+//! writer. The response is sent only after that batch is durable. Operations on one
+//! PaymentIntent are serialised by a striped lock in this process and by the intent's
+//! version in the store across processes.
+//!
+//! This crate is the only one that knows Stripe's wire format. It sees a card number only
+//! while handing it, as a [`paywarden_acquirer::Pan`], to the acquirer.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use paywarden_acquirer::{AuthorizeRequest, CardInput, Connector, Tokenized};
+use paywarden_core::payment::{IntentUpdate, NewIntent};
+use paywarden_core::{
+    CancellationReason, CaptureMethod, Charge, Metadata, MetadataError, PaymentIntent, PaymentMethod, StateError,
+};
+use paywarden_store::{
+    ConflictKind, IdempotencyRecord, Merchant, Page, Store, StoreError, Write, WriteBatch, WriteError,
+};
+use rand::distr::Alphanumeric;
+use rand::Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub mod error;
+pub mod openapi;
+pub mod params;
+pub mod wire;
+
+pub use error::{ApiError, ErrorType};
+use params::{Params, DESCRIPTION_CHARS_MAX};
+
+/// Limits of the API layer. Every one is named with its unit and enforced at its edge.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted; past it, 413.
+    pub body_bytes_max: usize,
+    /// How long an idempotent response is kept and replayed (Stripe: 24 h).
+    pub idempotency_ttl_s: i64,
+    /// Idempotency keys being processed at once in this process; past it, 503.
+    pub idempotency_in_flight_max: usize,
+    /// Longest accepted Idempotency-Key.
+    pub idempotency_key_chars_max: usize,
+    /// Authenticated keys cached in memory, and for how long.
+    pub api_key_cache_max: usize,
+    pub api_key_cache_ttl: Duration,
+    /// Stripes of the per-intent lock.
+    pub intent_lock_stripes: usize,
+    /// Re-runs of an operation that lost a write race to another process.
+    pub write_conflict_retries_max: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_bytes_max: 64 * 1024,
+            idempotency_ttl_s: 24 * 3600,
+            idempotency_in_flight_max: 4096,
+            idempotency_key_chars_max: 255,
+            api_key_cache_max: 10_000,
+            api_key_cache_ttl: Duration::from_secs(60),
+            intent_lock_stripes: 1024,
+            write_conflict_retries_max: 3,
+        }
+    }
+}
+
+pub struct App {
+    store: Arc<dyn Store>,
+    acquirer: Arc<dyn Connector>,
+    cfg: ApiConfig,
+    keys: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
+    in_flight: Mutex<HashSet<(String, String)>>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Unix seconds now; the API is the edge where wall-clock time enters.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// `prefix_` followed by 24 random alphanumerics, as Stripe's ids.
+pub fn new_id(prefix: &str) -> String {
+    let tail: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+    format!("{prefix}_{tail}")
+}
+
+/// SHA-256 of an API key: what is stored and looked up, never the key itself.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A new secret key for the test mode: `sk_test_` and 48 random alphanumerics (~285 bits).
+pub fn new_secret_key() -> String {
+    let tail: String = rand::rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect();
+    format!("sk_test_{tail}")
+}
+
+/// What an operation produced: the response and everything to write with it.
+struct Outcome {
+    status: StatusCode,
+    body: Vec<u8>,
+    batch: WriteBatch,
+}
+
+impl Outcome {
+    fn ok(object: &impl Serialize, batch: WriteBatch) -> Outcome {
+        Outcome { status: StatusCode::OK, body: json(object), batch }
+    }
+}
+
+fn json(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+enum PostOp {
+    CreatePaymentMethod,
+    CreateIntent,
+    UpdateIntent(String),
+    ConfirmIntent(String),
+    CaptureIntent(String),
+    CancelIntent(String),
+    CreateRefund,
+}
+
+enum GetOp {
+    PaymentMethod(String),
+    PaymentMethods,
+    Intent(String),
+    Intents,
+    Charge(String),
+    Refund(String),
+    Refunds,
+}
+
+struct InFlight<'a> {
+    app: &'a App,
+    key: Option<(String, String)>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            if let Ok(mut set) = self.app.in_flight.lock() {
+                set.remove(&k);
+            }
+        }
+    }
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, acquirer: Arc<dyn Connector>, cfg: ApiConfig) -> Arc<App> {
+        let locks = (0..cfg.intent_lock_stripes.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
+        Arc::new(App {
+            store,
+            acquirer,
+            cfg,
+            keys: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            locks,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.locks[(h.finish() % self.locks.len() as u64) as usize]
+    }
+
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Merchant, ApiError> {
+        let key = extract_key(headers)?;
+        let redacted = redact_key(&key);
+        if !key.starts_with("sk_test_") || key.len() > 255 {
+            return Err(ApiError::unauthorized(format!("Invalid API Key provided: {redacted}")));
+        }
+        let hash = hash_key(&key);
+        if let Ok(cache) = self.keys.lock() {
+            if let Some((m, at)) = cache.get(&hash) {
+                if at.elapsed() < self.cfg.api_key_cache_ttl {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let merchant = self
+            .store
+            .merchant_by_key_hash(&hash)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::unauthorized(format!("Invalid API Key provided: {redacted}")))?;
+        if let Ok(mut cache) = self.keys.lock() {
+            if cache.len() >= self.cfg.api_key_cache_max {
+                // Bounded by construction: drop everything rather than grow; keys re-warm in one lookup.
+                cache.clear();
+            }
+            cache.insert(hash, (merchant.clone(), Instant::now()));
+        }
+        Ok(merchant)
+    }
+
+    async fn post(self: Arc<Self>, op: PostOp, req: Request) -> Response {
+        match self.post_inner(op, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn post_inner(&self, op: PostOp, req: Request) -> Result<Response, ApiError> {
+        let (parts, body) = req.into_parts();
+        let merchant = self.authenticate(&parts.headers).await?;
+        let bytes = read_body(body, self.cfg.body_bytes_max).await?;
+        let params = parse_body(&parts.headers, &bytes)?;
+        let idem_key = idempotency_key(&parts.headers, self.cfg.idempotency_key_chars_max)?;
+        let mut fingerprint = Sha256::new();
+        fingerprint.update(parts.method.as_str().as_bytes());
+        fingerprint.update(b" ");
+        fingerprint.update(parts.uri.path().as_bytes());
+        fingerprint.update(b"\n");
+        fingerprint.update(params.canonical());
+        let fingerprint: [u8; 32] = fingerprint.finalize().into();
+
+        let _guard = match &idem_key {
+            Some(key) => {
+                let guard = self.enter(&merchant.id, key)?;
+                if let Some(replay) = self.replay(&merchant.id, key, &fingerprint).await? {
+                    return Ok(replay);
+                }
+                guard
+            }
+            None => InFlight { app: self, key: None },
+        };
+
+        let now = now();
+        let mut attempt = 0;
+        loop {
+            let mut out = self.exec(&merchant, &op, params.clone(), now).await?;
+            if let Some(key) = &idem_key {
+                out.batch.push(Write::Idempotency {
+                    record: IdempotencyRecord {
+                        merchant: merchant.id.clone(),
+                        key: key.clone(),
+                        request_hash: fingerprint,
+                        status: out.status.as_u16(),
+                        body: out.body.clone(),
+                        created: now,
+                    },
+                    replaces_before: now - self.cfg.idempotency_ttl_s,
+                });
+            }
+            match self.store.write(out.batch).await {
+                Ok(()) => return Ok(respond(out.status, out.body, false)),
+                Err(WriteError::Conflict(ConflictKind::IntentVersion)) if attempt < self.cfg.write_conflict_retries_max => {
+                    attempt += 1;
+                    continue;
+                }
+                Err(WriteError::Conflict(ConflictKind::IntentVersion)) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        ErrorType::InvalidRequestError,
+                        Some("lock_timeout"),
+                        "This object is being changed by other requests right now; retry the request.",
+                    ));
+                }
+                Err(WriteError::Conflict(ConflictKind::IdempotencyKey)) => {
+                    // Another process finished a request with this key first: answer as it did.
+                    let key = idem_key.as_deref().unwrap_or_default();
+                    return match self.replay(&merchant.id, key, &fingerprint).await? {
+                        Some(r) => Ok(r),
+                        None => Err(ApiError::internal("idempotency conflict without a stored record")),
+                    };
+                }
+                Err(WriteError::QueueFull { limit }) => {
+                    return Err(ApiError::unavailable(
+                        "writer_queue_full",
+                        format!("paywarden is at its write capacity ({limit} batches queued); retry after a second with the same Idempotency-Key."),
+                    ));
+                }
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+    }
+
+    /// Marks an idempotency key as in flight, or refuses a concurrent duplicate.
+    fn enter(&self, merchant: &str, key: &str) -> Result<InFlight<'_>, ApiError> {
+        let mut set = self.in_flight.lock().map_err(|_| ApiError::internal("in-flight set poisoned"))?;
+        if set.len() >= self.cfg.idempotency_in_flight_max {
+            return Err(ApiError::unavailable(
+                "too_many_requests_in_flight",
+                format!("paywarden is processing {} idempotent requests already; retry shortly.", set.len()),
+            ));
+        }
+        let k = (merchant.to_string(), key.to_string());
+        if !set.insert(k.clone()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::IdempotencyError,
+                Some("idempotency_key_in_use"),
+                "There is currently another in-progress request using this Idempotency-Key (that probably means you submitted twice). Retry after it has finished.",
+            ));
+        }
+        Ok(InFlight { app: self, key: Some(k) })
+    }
+
+    async fn replay(&self, merchant: &str, key: &str, fingerprint: &[u8; 32]) -> Result<Option<Response>, ApiError> {
+        let Some(rec) = self.store.idempotency(merchant, key).await.map_err(ApiError::internal)? else {
+            return Ok(None);
+        };
+        if rec.created < now() - self.cfg.idempotency_ttl_s {
+            return Ok(None);
+        }
+        if &rec.request_hash != fingerprint {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorType::IdempotencyError,
+                Some("idempotency_key_reused"),
+                format!(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{}' if you meant to execute a different request.",
+                    error::truncate(key, 64)
+                ),
+            ));
+        }
+        let status = StatusCode::from_u16(rec.status).map_err(ApiError::internal)?;
+        Ok(Some(respond(status, rec.body, true)))
+    }
+
+    async fn exec(&self, m: &Merchant, op: &PostOp, p: Params, now: i64) -> Result<Outcome, ApiError> {
+        match op {
+            PostOp::CreatePaymentMethod => self.create_payment_method(m, p, now).await,
+            PostOp::CreateIntent => self.create_intent(m, p, now).await,
+            PostOp::UpdateIntent(id) => self.update_intent(m, id, p).await,
+            PostOp::ConfirmIntent(id) => self.confirm_intent(m, id, p, now).await,
+            PostOp::CaptureIntent(id) => self.capture_intent(m, id, p, now).await,
+            PostOp::CancelIntent(id) => self.cancel_intent(m, id, p, now).await,
+            PostOp::CreateRefund => self.create_refund(m, p, now).await,
+        }
+    }
+
+    async fn create_payment_method(&self, m: &Merchant, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        p.one_of("type", &["card"])?.ok_or_else(|| ApiError::missing("type"))?;
+        let mut card = p.object("card")?.ok_or_else(|| ApiError::missing("card"))?;
+        let number = card.required_str("number")?;
+        let exp_month = card.required_str("exp_month")?;
+        let exp_year = card.required_str("exp_year")?;
+        let cvc = card.str("cvc")?;
+        card.finish()?;
+        let metadata = metadata_new(&mut p)?;
+        p.finish()?;
+        let input = CardInput::parse(&number, &exp_month, &exp_year, cvc.as_deref()).map_err(card_error)?;
+        drop((number, cvc));
+        let tokenized = self.acquirer.tokenize(input, now).await.map_err(card_error)?;
+        let pm = payment_method_from(m, tokenized, metadata, now);
+        let mut batch = WriteBatch::new();
+        batch.push(Write::PaymentMethod(pm.clone()));
+        Ok(Outcome::ok(&wire::payment_method(&pm), batch))
+    }
+
+    /// A stored payment method, or one of Stripe's test ids made into a new one.
+    async fn resolve_payment_method(&self, m: &Merchant, id: &str, now: i64, batch: &mut WriteBatch) -> Result<PaymentMethod, ApiError> {
+        if let Some(t) = self.acquirer.test_payment_method(id, now).await {
+            let pm = payment_method_from(m, t, Metadata::default(), now);
+            batch.push(Write::PaymentMethod(pm.clone()));
+            return Ok(pm);
+        }
+        self.store
+            .payment_method(&m.id, id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::no_such("PaymentMethod", id, Some("payment_method")))
+    }
+
+    async fn create_intent(&self, m: &Merchant, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let amount = p.required_amount("amount")?;
+        let currency = p.currency("currency")?.ok_or_else(|| ApiError::missing("currency"))?;
+        let capture_method = capture_method(&mut p)?.unwrap_or(CaptureMethod::Automatic);
+        let confirm = p.bool("confirm")?.unwrap_or(false);
+        let pm_id = p.id("payment_method", "pm_")?;
+        let description = description(&mut p)?;
+        let metadata = metadata_new(&mut p)?;
+        payment_method_types(&mut p)?;
+        if let Some(mut apm) = p.object("automatic_payment_methods")? {
+            apm.bool("enabled")?;
+            apm.one_of("allow_redirects", &["always", "never"])?;
+            apm.finish()?;
+        }
+        p.finish()?;
+        if confirm && pm_id.is_none() {
+            return Err(ApiError::invalid(
+                "parameter_missing",
+                "payment_method",
+                "You passed confirm=true without a payment_method. Pass payment_method (e.g. pm_card_visa) or leave confirm out and confirm later.",
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        let pm = match &pm_id {
+            Some(id) => Some(self.resolve_payment_method(m, id, now, &mut batch).await?),
+            None => None,
+        };
+        let intent = PaymentIntent::new(NewIntent {
+            id: new_id("pi"),
+            merchant: m.id.clone(),
+            amount,
+            currency,
+            capture_method,
+            payment_method: pm.as_ref().map(|pm| pm.id.clone()),
+            description,
+            metadata,
+            created: now,
+        });
+        match (confirm, pm) {
+            (true, Some(pm)) => self.authorize(intent, &pm, now, batch, true).await,
+            _ => {
+                batch.push(Write::InsertIntent(intent.clone()));
+                Ok(Outcome::ok(&wire::payment_intent(&intent), batch))
+            }
+        }
+    }
+
+    /// Authorizes with the acquirer and records the result, approved or declined.
+    async fn authorize(&self, pi: PaymentIntent, pm: &PaymentMethod, now: i64, mut batch: WriteBatch, insert: bool) -> Result<Outcome, ApiError> {
+        pi.confirm_target(Some(&pm.id)).map_err(state_error)?;
+        let charge_id = new_id("ch");
+        let outcome = self
+            .acquirer
+            .authorize(AuthorizeRequest { token: &pm.acquirer_token, amount: pi.amount.get(), currency: pi.currency, reference: &charge_id })
+            .await
+            .map_err(acquirer_error)?;
+        let confirmed = pi.confirm(&pm.id, outcome, charge_id, now).map_err(state_error)?;
+        let object = wire::payment_intent(&confirmed.intent);
+        let declined = confirmed.declined().cloned();
+        batch.push(if insert { Write::InsertIntent(confirmed.intent.clone()) } else { Write::UpdateIntent(confirmed.intent.clone()) });
+        batch.push(Write::Charge(confirmed.charge.clone()));
+        if !confirmed.postings.is_empty() {
+            batch.push(Write::Postings(confirmed.postings));
+        }
+        match declined {
+            None => Ok(Outcome::ok(&object, batch)),
+            Some(d) => {
+                let mut e = ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, Some(&d.code), d.message.clone());
+                e.decline_code = d.decline_code.clone();
+                e.charge = Some(d.charge.clone());
+                e.payment_method = Some(serde_json::json!({"id": d.payment_method, "object": "payment_method"}));
+                e.payment_intent = serde_json::to_value(&object).ok();
+                Ok(Outcome { status: e.status, body: e.body(), batch })
+            }
+        }
+    }
+
+    async fn load_intent(&self, m: &Merchant, id: &str) -> Result<PaymentIntent, ApiError> {
+        self.store
+            .payment_intent(&m.id, id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::no_such("payment_intent", id, None))
+    }
+
+    async fn load_latest_charge(&self, m: &Merchant, pi: &PaymentIntent) -> Result<Option<Charge>, ApiError> {
+        match &pi.latest_charge {
+            None => Ok(None),
+            Some(id) => self.store.charge(&m.id, id).await.map_err(ApiError::internal),
+        }
+    }
+
+    async fn update_intent(&self, m: &Merchant, id: &str, mut p: Params) -> Result<Outcome, ApiError> {
+        let amount = p.amount("amount")?;
+        let currency = p.currency("currency")?;
+        let capture_method = capture_method(&mut p)?;
+        let pm_id = p.id("payment_method", "pm_")?;
+        let description = p.str("description")?;
+        check_description(description.as_deref())?;
+        let _lock = self.lock_for(id).lock().await;
+        let pi = self.load_intent(m, id).await?;
+        let metadata = p.metadata(&pi.metadata)?;
+        payment_method_types(&mut p)?;
+        p.finish()?;
+        let mut batch = WriteBatch::new();
+        let payment_method = match pm_id {
+            Some(pm) => Some(self.resolve_payment_method(m, &pm, now(), &mut batch).await?.id),
+            None => None,
+        };
+        let next = pi
+            .update(IntentUpdate { amount, currency, capture_method, payment_method, description, metadata })
+            .map_err(state_error)?;
+        batch.push(Write::UpdateIntent(next.clone()));
+        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+    }
+
+    async fn confirm_intent(&self, m: &Merchant, id: &str, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let pm_id = p.id("payment_method", "pm_")?;
+        p.finish()?;
+        let _lock = self.lock_for(id).lock().await;
+        let pi = self.load_intent(m, id).await?;
+        let target = pi.confirm_target(pm_id.as_deref()).map_err(state_error)?.to_string();
+        let mut batch = WriteBatch::new();
+        let pm = self.resolve_payment_method(m, &target, now, &mut batch).await?;
+        self.authorize(pi, &pm, now, batch, false).await
+    }
+
+    async fn capture_intent(&self, m: &Merchant, id: &str, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let amount = p.amount("amount_to_capture")?;
+        p.finish()?;
+        let _lock = self.lock_for(id).lock().await;
+        let pi = self.load_intent(m, id).await?;
+        // A missing charge can only mean a state without one; the state machine words the refusal.
+        let charge = self.load_latest_charge(m, &pi).await?.unwrap_or_else(|| placeholder_charge(&pi));
+        let (next, charge, postings) = pi.capture(amount, &charge, now).map_err(state_error)?;
+        let auth = charge.authorization.clone().unwrap_or_default();
+        self.acquirer.capture(&auth, charge.amount_captured, pi.currency).await.map_err(acquirer_error)?;
+        let mut batch = WriteBatch::new();
+        batch.push(Write::UpdateIntent(next.clone())).push(Write::Charge(charge)).push(Write::Postings(postings));
+        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+    }
+
+    async fn cancel_intent(&self, m: &Merchant, id: &str, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let reason = p.one_of("cancellation_reason", CancellationReason::ALL)?.and_then(|r| CancellationReason::parse(&r));
+        p.finish()?;
+        let _lock = self.lock_for(id).lock().await;
+        let pi = self.load_intent(m, id).await?;
+        let charge = self.load_latest_charge(m, &pi).await?;
+        let (next, released, postings) = pi.cancel(reason, charge.as_ref(), now).map_err(state_error)?;
+        let mut batch = WriteBatch::new();
+        if let Some(c) = released {
+            self.acquirer.void(c.authorization.as_deref().unwrap_or_default()).await.map_err(acquirer_error)?;
+            batch.push(Write::Charge(c));
+        }
+        batch.push(Write::UpdateIntent(next.clone()));
+        if !postings.is_empty() {
+            batch.push(Write::Postings(postings));
+        }
+        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+    }
+
+    async fn create_refund(&self, m: &Merchant, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let pi_id = p.id("payment_intent", "pi_")?;
+        let ch_id = p.id("charge", "ch_")?;
+        let amount = p.amount("amount")?;
+        let reason = p.one_of("reason", paywarden_core::Refund::REASONS)?;
+        let metadata = metadata_new(&mut p)?;
+        p.finish()?;
+        let pi_id = match (pi_id, ch_id) {
+            (Some(pi), None) => pi,
+            (None, Some(ch)) => {
+                self.store
+                    .charge(&m.id, &ch)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::no_such("charge", &ch, Some("charge")))?
+                    .payment_intent
+            }
+            (None, None) => {
+                return Err(ApiError::invalid("parameter_missing", "payment_intent", "Missing required param: payment_intent (or charge)."));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("parameter_invalid", "charge", "Pass payment_intent or charge, not both."));
+            }
+        };
+        let _lock = self.lock_for(&pi_id).lock().await;
+        let pi = self
+            .store
+            .payment_intent(&m.id, &pi_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::no_such("payment_intent", &pi_id, Some("payment_intent")))?;
+        let charge = match self.load_latest_charge(m, &pi).await? {
+            Some(c) => c,
+            None => placeholder_charge(&pi),
+        };
+        let (next, charge, refund, posting) =
+            pi.refund(&charge, amount, new_id("re"), reason, metadata, now).map_err(state_error)?;
+        let auth = charge.authorization.clone().unwrap_or_default();
+        self.acquirer.refund(&auth, refund.amount, pi.currency).await.map_err(acquirer_error)?;
+        let object = wire::refund(&refund);
+        let mut batch = WriteBatch::new();
+        batch
+            .push(Write::UpdateIntent(next))
+            .push(Write::Charge(charge))
+            .push(Write::InsertRefund(refund))
+            .push(Write::Postings(vec![posting]));
+        Ok(Outcome::ok(&object, batch))
+    }
+
+    async fn get(self: Arc<Self>, op: GetOp, req: Request) -> Response {
+        match self.get_inner(op, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn get_inner(&self, op: GetOp, req: Request) -> Result<Response, ApiError> {
+        let (parts, _) = req.into_parts();
+        let m = self.authenticate(&parts.headers).await?;
+        let mut q = Params::from_form(parts.uri.query().unwrap_or_default().as_bytes())?;
+        let path = parts.uri.path().to_string();
+        let body = match op {
+            GetOp::Intent(id) => {
+                q.finish()?;
+                json(&wire::payment_intent(&self.load_intent(&m, &id).await?))
+            }
+            GetOp::PaymentMethod(id) => {
+                q.finish()?;
+                let pm = self.store.payment_method(&m.id, &id).await.map_err(ApiError::internal)?;
+                json(&wire::payment_method(&pm.ok_or_else(|| ApiError::no_such("PaymentMethod", &id, None))?))
+            }
+            GetOp::Charge(id) => {
+                q.finish()?;
+                let c = self.store.charge(&m.id, &id).await.map_err(ApiError::internal)?;
+                json(&wire::charge(&c.ok_or_else(|| ApiError::no_such("charge", &id, None))?))
+            }
+            GetOp::Refund(id) => {
+                q.finish()?;
+                let r = self.store.refund(&m.id, &id).await.map_err(ApiError::internal)?;
+                json(&wire::refund(&r.ok_or_else(|| ApiError::no_such("refund", &id, None))?))
+            }
+            GetOp::Intents => {
+                let page = page(&mut q, "pi_")?;
+                q.finish()?;
+                let r = self.store.list_payment_intents(&m.id, &page).await.map_err(list_error)?;
+                json(&wire::ListObject { object: "list", data: r.data.iter().map(wire::payment_intent).collect(), has_more: r.has_more, url: path })
+            }
+            GetOp::PaymentMethods => {
+                q.one_of("type", &["card"])?;
+                let page = page(&mut q, "pm_")?;
+                q.finish()?;
+                let r = self.store.list_payment_methods(&m.id, &page).await.map_err(list_error)?;
+                json(&wire::ListObject { object: "list", data: r.data.iter().map(wire::payment_method).collect(), has_more: r.has_more, url: path })
+            }
+            GetOp::Refunds => {
+                let pi = q.id("payment_intent", "pi_")?;
+                let page = page(&mut q, "re_")?;
+                q.finish()?;
+                let r = self.store.list_refunds(&m.id, pi.as_deref(), &page).await.map_err(list_error)?;
+                json(&wire::ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path })
+            }
+        };
+        Ok(respond(StatusCode::OK, body, false))
+    }
+}
+
+fn payment_method_from(m: &Merchant, t: Tokenized, metadata: Metadata, now: i64) -> PaymentMethod {
+    PaymentMethod { id: new_id("pm"), merchant: m.id.clone(), card: t.summary, acquirer_token: t.token, metadata, created: now }
+}
+
+/// Stands in for a missing charge so the state machine can word a refusal; never written.
+fn placeholder_charge(pi: &PaymentIntent) -> Charge {
+    Charge {
+        id: pi.latest_charge.clone().unwrap_or_else(|| "ch_none".into()),
+        merchant: pi.merchant.clone(),
+        payment_intent: pi.id.clone(),
+        payment_method: String::new(),
+        amount: pi.amount.get(),
+        currency: pi.currency,
+        status: paywarden_core::ChargeStatus::Failed,
+        captured: false,
+        amount_captured: 0,
+        amount_refunded: 0,
+        released: false,
+        authorization: None,
+        failure: None,
+        created: pi.created,
+    }
+}
+
+fn capture_method(p: &mut Params) -> Result<Option<CaptureMethod>, ApiError> {
+    Ok(p.one_of("capture_method", &["automatic", "automatic_async", "manual"])?.and_then(|s| CaptureMethod::parse(&s)))
+}
+
+fn payment_method_types(p: &mut Params) -> Result<(), ApiError> {
+    if let Some(types) = p.list("payment_method_types")? {
+        if types.iter().any(|t| t != "card") {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "payment_method_types",
+                "paywarden accepts only card payments: payment_method_types may contain only \"card\".",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn description(p: &mut Params) -> Result<Option<String>, ApiError> {
+    let d = p.str("description")?;
+    check_description(d.as_deref())?;
+    Ok(d.filter(|d| !d.is_empty()))
+}
+
+fn check_description(d: Option<&str>) -> Result<(), ApiError> {
+    match d {
+        Some(d) if d.chars().count() > DESCRIPTION_CHARS_MAX => Err(ApiError::invalid(
+            "parameter_invalid_string",
+            "description",
+            format!("description is too long: at most {DESCRIPTION_CHARS_MAX} characters."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn metadata_new(p: &mut Params) -> Result<Metadata, ApiError> {
+    let pairs = p.metadata(&Metadata::default())?;
+    Metadata::from_pairs(pairs).map_err(metadata_error)
+}
+
+fn metadata_error(e: MetadataError) -> ApiError {
+    ApiError::invalid("parameter_invalid", "metadata", e.to_string())
+}
+
+fn page(q: &mut Params, prefix: &str) -> Result<Page, ApiError> {
+    let limit = q.integer("limit", 1, 100)?.unwrap_or(10) as u32;
+    let starting_after = q.id("starting_after", prefix)?;
+    let ending_before = q.id("ending_before", prefix)?;
+    if starting_after.is_some() && ending_before.is_some() {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "ending_before",
+            "You may only specify one of these parameters: starting_after, ending_before.",
+        ));
+    }
+    Ok(Page { limit, starting_after, ending_before })
+}
+
+fn list_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::CursorNotFound { object, id } => ApiError::no_such(object, &id, Some("starting_after")),
+        e => ApiError::internal(e),
+    }
+}
+
+fn state_error(e: StateError) -> ApiError {
+    match &e {
+        StateError::UnexpectedState { .. } => ApiError::unexpected_state(e.to_string()),
+        StateError::MissingPaymentMethod => ApiError::invalid("parameter_missing", "payment_method", e.to_string()),
+        StateError::CaptureTooLarge { .. } => ApiError::invalid("amount_too_large", "amount_to_capture", e.to_string()),
+        StateError::RefundTooLarge { .. } => ApiError::invalid("amount_too_large", "amount", e.to_string()),
+        StateError::AlreadyRefunded { .. } => ApiError::invalid("charge_already_refunded", "payment_intent", e.to_string()),
+        StateError::NothingToRefund { .. } => ApiError::invalid("charge_not_refundable", "payment_intent", e.to_string()),
+        StateError::Metadata(m) => metadata_error(m.clone()),
+        StateError::Overflow => ApiError::internal(e),
+    }
+}
+
+fn card_error(e: paywarden_acquirer::CardError) -> ApiError {
+    ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, Some(e.code()), e.to_string()).param(e.param())
+}
+
+fn acquirer_error(e: paywarden_acquirer::ConnectorError) -> ApiError {
+    tracing::warn!(error = %e, "acquirer call failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorType::ApiError,
+        Some("acquirer_unavailable"),
+        format!("The acquirer could not be reached ({e}); nothing was charged. Retry with the same Idempotency-Key."),
+    )
+}
+
+fn extract_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::unauthorized(
+            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("The Authorization header is not valid ASCII."))?;
+    if let Some(k) = value.strip_prefix("Bearer ") {
+        return Ok(k.trim().to_string());
+    }
+    if let Some(b64) = value.strip_prefix("Basic ") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| ApiError::unauthorized("Invalid Basic authorization: send base64 of 'YOUR_SECRET_KEY:'."))?;
+        let text = String::from_utf8(raw).map_err(|_| ApiError::unauthorized("Invalid Basic authorization: the key is not UTF-8."))?;
+        return Ok(text.split(':').next().unwrap_or_default().to_string());
+    }
+    Err(ApiError::unauthorized(
+        "Invalid Authorization header: use 'Bearer YOUR_SECRET_KEY' or HTTP Basic with the key as the user name.",
+    ))
+}
+
+fn redact_key(key: &str) -> String {
+    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let head = if key.starts_with("sk_test_") { "sk_test_" } else { "" };
+    format!("{head}****{tail}")
+}
+
+fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let invalid = |why: String| ApiError::invalid("idempotency_key_invalid", "Idempotency-Key", why);
+    let s = v.to_str().map_err(|_| invalid("The Idempotency-Key header must be printable ASCII.".into()))?;
+    if s.is_empty() {
+        return Err(invalid("The Idempotency-Key header is empty; send a unique value per operation, e.g. a UUID.".into()));
+    }
+    if s.chars().count() > max {
+        return Err(invalid(format!("The Idempotency-Key header is {} characters long; the limit is {max}.", s.chars().count())));
+    }
+    Ok(Some(s.to_string()))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::InvalidRequestError,
+            Some("body_too_large"),
+            format!("The request body is larger than body_bytes_max ({limit} bytes); send fewer or shorter parameters."),
+        )
+    })
+}
+
+fn parse_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Params, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-www-form-urlencoded" => Params::from_form(bytes),
+        "application/json" => Params::from_json(bytes),
+        _ if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Params::empty()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorType::InvalidRequestError,
+            Some("unsupported_content_type"),
+            format!(
+                "Content-Type '{}' is not supported; send application/x-www-form-urlencoded (as Stripe's SDKs do) or application/json.",
+                error::truncate(ct, 64)
+            ),
+        )),
+    }
+}
+
+fn respond(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+    let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+async fn request_id(mut res: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&new_id("req")) {
+        res.headers_mut().insert("request-id", v);
+    }
+    res
+}
+
+async fn fallback(method: Method, uri: axum::http::Uri) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorType::InvalidRequestError,
+        None,
+        format!("Unrecognized request URL ({method}: {}). See /v1/openapi.json for the endpoints paywarden serves.", error::truncate(uri.path(), 128)),
+    );
+    e.code = Some("resource_missing".into());
+    e
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+macro_rules! post_route {
+    ($op:expr) => {
+        axum::routing::post(|State(app): State<Arc<App>>, req: Request| async move { app.post($op, req).await })
+    };
+    ($op:path, id) => {
+        axum::routing::post(|State(app): State<Arc<App>>, Path(id): Path<String>, req: Request| async move {
+            app.post($op(id), req).await
+        })
+    };
+}
+
+macro_rules! get_by_id {
+    ($op:path) => {
+        |State(app): State<Arc<App>>, Path(id): Path<String>, req: Request| async move { app.get($op(id), req).await }
+    };
+}
+
+/// The whole API as an axum router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route(
+            "/v1/payment_methods",
+            post_route!(PostOp::CreatePaymentMethod)
+                .get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::PaymentMethods, req).await }),
+        )
+        .route("/v1/payment_methods/{id}", get(get_by_id!(GetOp::PaymentMethod)))
+        .route(
+            "/v1/payment_intents",
+            post_route!(PostOp::CreateIntent)
+                .get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::Intents, req).await }),
+        )
+        .route("/v1/payment_intents/{id}", post_route!(PostOp::UpdateIntent, id).get(get_by_id!(GetOp::Intent)))
+        .route("/v1/payment_intents/{id}/confirm", post_route!(PostOp::ConfirmIntent, id))
+        .route("/v1/payment_intents/{id}/capture", post_route!(PostOp::CaptureIntent, id))
+        .route("/v1/payment_intents/{id}/cancel", post_route!(PostOp::CancelIntent, id))
+        .route("/v1/charges/{id}", get(get_by_id!(GetOp::Charge)))
+        .route(
+            "/v1/refunds",
+            post_route!(PostOp::CreateRefund)
+                .get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::Refunds, req).await }),
+        )
+        .route("/v1/refunds/{id}", get(get_by_id!(GetOp::Refund)))
+        .fallback(fallback)
+        .method_not_allowed_fallback(fallback)
+        .layer(axum::middleware::map_response(request_id))
+        .with_state(app)
+}

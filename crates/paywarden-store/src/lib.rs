@@ -1,0 +1,179 @@
+//! Durable storage behind one trait, [`Store`]. Reads go straight to a pool of readers;
+//! every write goes through one bounded queue to one writer task, which applies many
+//! requests' [`WriteBatch`]es in a single transaction and a single fsync (group commit) and
+//! answers each request only after that commit. A full queue is refused at once
+//! ([`WriteError::QueueFull`]), never grown.
+//!
+//! The store knows paywarden's objects (from `paywarden-core`) and SQL; it knows nothing of
+//! HTTP, the Stripe wire format or card numbers.
+
+use async_trait::async_trait;
+use paywarden_core::ledger::AuditReport;
+use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
+
+pub mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    /// `acct_...`
+    pub id: String,
+    pub name: String,
+    pub created: Timestamp,
+}
+
+/// A stored API key: only its SHA-256 and a short, displayable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub hash: [u8; 32],
+    pub merchant: String,
+    /// e.g. `sk_test_4eC3` — enough for an operator to tell keys apart, useless to an attacker.
+    pub prefix: String,
+    pub created: Timestamp,
+}
+
+/// The first response to an idempotent request, replayed byte for byte to its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub merchant: String,
+    pub key: String,
+    /// SHA-256 of the method, path and parameters of the first request.
+    pub request_hash: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created: Timestamp,
+}
+
+/// One change; a [`WriteBatch`] of them is applied atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Merchant(Merchant),
+    ApiKey(ApiKeyRecord),
+    PaymentMethod(PaymentMethod),
+    /// A new intent (its `version` is 0).
+    InsertIntent(PaymentIntent),
+    /// Replaces the stored intent whose version is `intent.version - 1`; any other stored
+    /// version is a [`WriteError::Conflict`] (another request changed it first).
+    UpdateIntent(PaymentIntent),
+    /// Inserts or replaces a charge.
+    Charge(Charge),
+    InsertRefund(Refund),
+    Postings(Vec<Posting>),
+    /// Inserts the record unless the key already has one created at or after
+    /// `replaces_before` (an older one has expired and is replaced). A live one is a
+    /// [`WriteError::Conflict`].
+    Idempotency { record: IdempotencyRecord, replaces_before: Timestamp },
+}
+
+/// Changes that commit together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub ops: Vec<Write>,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    pub fn push(&mut self, op: Write) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// The intent's stored version was not the expected one.
+    IntentVersion,
+    /// A live idempotency record exists for the key.
+    IdempotencyKey,
+    /// A unique id or name already exists.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the writer queue is full ({limit} batches waiting); retry shortly")]
+    QueueFull { limit: usize },
+    #[error("write conflict: {0:?}")]
+    Conflict(ConflictKind),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored object is corrupt: {0}")]
+    Corrupt(String),
+    #[error("No such {object}: '{id}'")]
+    CursorNotFound { object: &'static str, id: String },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A page request, newest first (Stripe's list semantics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// 1..=100.
+    pub limit: u32,
+    /// Objects older than this id.
+    pub starting_after: Option<String>,
+    /// Objects newer than this id (still returned newest first).
+    pub ending_before: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PageOf<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Gauges of the store's bounded structures (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub writer_queue_len: usize,
+    pub writer_queue_max: usize,
+    pub batches_committed: u64,
+    pub commits: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn merchant_by_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Merchant>, StoreError>;
+    async fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>, StoreError>;
+    async fn merchants_count(&self) -> Result<u64, StoreError>;
+
+    async fn payment_method(&self, merchant: &str, id: &str) -> Result<Option<PaymentMethod>, StoreError>;
+    async fn list_payment_methods(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentMethod>, StoreError>;
+    async fn payment_intent(&self, merchant: &str, id: &str) -> Result<Option<PaymentIntent>, StoreError>;
+    async fn list_payment_intents(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentIntent>, StoreError>;
+    async fn charge(&self, merchant: &str, id: &str) -> Result<Option<Charge>, StoreError>;
+    async fn refund(&self, merchant: &str, id: &str) -> Result<Option<Refund>, StoreError>;
+    async fn list_refunds(
+        &self,
+        merchant: &str,
+        payment_intent: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<Refund>, StoreError>;
+    async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Queues the batch for the writer and returns once it is durable (committed with the
+    /// configured fsync discipline), or refused.
+    async fn write(&self, batch: WriteBatch) -> Result<(), WriteError>;
+
+    /// Deletes idempotency records created before `before`; returns how many.
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Recomputes every ledger invariant from the stored entries (`paywarden ledger verify`).
+    async fn audit(&self) -> Result<AuditReport, StoreError>;
+
+    fn stats(&self) -> StoreStats;
+}

@@ -1,0 +1,209 @@
+//! The OpenAPI 3 document at `/v1/openapi.json`, generated from the wire types in
+//! [`crate::wire`] and the parameter schemas below. Request bodies are documented as
+//! `application/x-www-form-urlencoded` (Stripe's format); JSON bodies with the same fields
+//! are accepted too.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::wire::{
+    ChargeObject, LastPaymentError, ListObject, PaymentIntentObject, PaymentMethodObject, PaymentMethodRef, RefundObject,
+};
+
+/// Stripe's error envelope.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorObject,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// api_error, card_error, idempotency_error, invalid_request_error.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<String>,
+    pub decline_code: Option<String>,
+    pub message: String,
+    /// The parameter to change.
+    pub param: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CardParams {
+    /// The card number; sent to the acquirer and never stored.
+    pub number: String,
+    pub exp_month: String,
+    pub exp_year: String,
+    /// Never stored.
+    pub cvc: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatePaymentMethodParams {
+    /// Only `card`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub card: CardParams,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatePaymentIntentParams {
+    /// Positive integer in the currency's smallest unit, at most 99999999.
+    pub amount: u64,
+    /// Three-letter ISO code.
+    pub currency: String,
+    /// automatic (default), automatic_async or manual.
+    pub capture_method: Option<String>,
+    /// Confirm at once (needs payment_method).
+    pub confirm: Option<bool>,
+    /// `pm_...`, or a test id such as pm_card_visa.
+    pub payment_method: Option<String>,
+    pub description: Option<String>,
+    /// Up to 50 keys of 40 characters, values of 500.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Only `card`.
+    pub payment_method_types: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdatePaymentIntentParams {
+    pub amount: Option<u64>,
+    pub currency: Option<String>,
+    pub capture_method: Option<String>,
+    pub payment_method: Option<String>,
+    pub description: Option<String>,
+    /// A key set to "" is removed.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmPaymentIntentParams {
+    pub payment_method: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CapturePaymentIntentParams {
+    /// At most amount_capturable; the rest is released. Default: all.
+    pub amount_to_capture: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CancelPaymentIntentParams {
+    /// duplicate, fraudulent, requested_by_customer or abandoned.
+    pub cancellation_reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateRefundParams {
+    /// `pi_...` (or pass charge).
+    pub payment_intent: Option<String>,
+    /// `ch_...` (or pass payment_intent).
+    pub charge: Option<String>,
+    /// Default: everything not yet refunded.
+    pub amount: Option<u64>,
+    /// duplicate, fraudulent or requested_by_customer.
+    pub reason: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[utoipa::path(post, path = "/v1/payment_methods", request_body(content = CreatePaymentMethodParams, content_type = FORM),
+    responses((status = 200, body = PaymentMethodObject), (status = 400, body = ErrorEnvelope), (status = 402, description = "Card refused", body = ErrorEnvelope)))]
+pub fn create_payment_method() {}
+
+#[utoipa::path(get, path = "/v1/payment_methods/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = PaymentMethodObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_payment_method() {}
+
+#[utoipa::path(get, path = "/v1/payment_methods", params(ListQuery),
+    responses((status = 200, body = ListObject<PaymentMethodObject>), (status = 400, body = ErrorEnvelope)))]
+pub fn list_payment_methods() {}
+
+#[utoipa::path(post, path = "/v1/payment_intents", request_body(content = CreatePaymentIntentParams, content_type = FORM),
+    responses((status = 200, body = PaymentIntentObject), (status = 400, body = ErrorEnvelope), (status = 402, description = "Declined; the intent is in requires_payment_method", body = ErrorEnvelope)))]
+pub fn create_payment_intent() {}
+
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = PaymentIntentObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_payment_intent() {}
+
+#[utoipa::path(post, path = "/v1/payment_intents/{id}", params(("id" = String, Path)), request_body(content = UpdatePaymentIntentParams, content_type = FORM),
+    responses((status = 200, body = PaymentIntentObject), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn update_payment_intent() {}
+
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path)), request_body(content = ConfirmPaymentIntentParams, content_type = FORM),
+    responses((status = 200, body = PaymentIntentObject), (status = 400, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn confirm_payment_intent() {}
+
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/capture", params(("id" = String, Path)), request_body(content = CapturePaymentIntentParams, content_type = FORM),
+    responses((status = 200, body = PaymentIntentObject), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn capture_payment_intent() {}
+
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelPaymentIntentParams, content_type = FORM),
+    responses((status = 200, body = PaymentIntentObject), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn cancel_payment_intent() {}
+
+#[utoipa::path(get, path = "/v1/payment_intents", params(ListQuery),
+    responses((status = 200, body = ListObject<PaymentIntentObject>), (status = 400, body = ErrorEnvelope)))]
+pub fn list_payment_intents() {}
+
+#[utoipa::path(get, path = "/v1/charges/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ChargeObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_charge() {}
+
+#[utoipa::path(post, path = "/v1/refunds", request_body(content = CreateRefundParams, content_type = FORM),
+    responses((status = 200, body = RefundObject), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn create_refund() {}
+
+#[utoipa::path(get, path = "/v1/refunds/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = RefundObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_refund() {}
+
+#[utoipa::path(get, path = "/v1/refunds", params(ListQuery, ("payment_intent" = Option<String>, Query, description = "Only refunds of this PaymentIntent")),
+    responses((status = 200, body = ListObject<RefundObject>), (status = 400, body = ErrorEnvelope)))]
+pub fn list_refunds() {}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive (no I/O)", body = String)))]
+pub fn healthz() {}
+
+/// Stripe's cursor pagination; newest first.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1 to 100, default 10.
+    pub limit: Option<u32>,
+    /// An object id: return objects older than it.
+    pub starting_after: Option<String>,
+    /// An object id: return objects newer than it.
+    pub ending_before: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "paywarden", description = "A Stripe-compatible payments API: payment methods, payment intents, charges and refunds. Authenticate with `Authorization: Bearer sk_test_...`; send an `Idempotency-Key` header with every POST."),
+    paths(
+        create_payment_method, retrieve_payment_method, list_payment_methods,
+        create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
+        capture_payment_intent, cancel_payment_intent, list_payment_intents,
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, healthz
+    ),
+    components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
+)]
+pub struct ApiDoc;
+
+/// The document, rendered once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")))
+}
+
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}

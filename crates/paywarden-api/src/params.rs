@@ -1,0 +1,405 @@
+//! Request parameters in Stripe's two body formats (form-encoded with bracket notation, and
+//! JSON) and in query strings, read through one type. Every parameter is taken out by name;
+//! whatever is left when a handler finishes is an unknown parameter and a 400 naming it, so
+//! a typo never passes silently.
+
+use std::collections::BTreeMap;
+
+use paywarden_core::{Amount, AmountError, Currency};
+use serde_json::Value;
+
+use crate::error::{truncate, ApiError};
+
+/// Nesting allowed in bracket notation (`card[number]` is depth 1).
+pub const PARAMS_DEPTH_MAX: usize = 3;
+/// Distinct parameters (leaves) allowed in one request.
+pub const PARAMS_COUNT_MAX: usize = 256;
+/// Characters allowed in one string value (metadata has its own, lower limits).
+pub const PARAM_VALUE_CHARS_MAX: usize = 5000;
+/// Characters allowed in `description`.
+pub const DESCRIPTION_CHARS_MAX: usize = 1000;
+
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    map: BTreeMap<String, Value>,
+    /// Name of the enclosing parameter, for error messages (`card[number]`).
+    prefix: Option<String>,
+}
+
+impl Params {
+    pub fn empty() -> Params {
+        Params::default()
+    }
+
+    /// Parses `application/x-www-form-urlencoded` bodies and query strings.
+    pub fn from_form(bytes: &[u8]) -> Result<Params, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Params::empty());
+        }
+        let pairs = bytes.split(|b| *b == b'&').filter(|p| !p.is_empty()).count();
+        if pairs > PARAMS_COUNT_MAX {
+            return Err(too_many(pairs));
+        }
+        let config = serde_qs::Config::new()
+            .max_depth(PARAMS_DEPTH_MAX)
+            .use_form_encoding(true)
+            .duplicate_key_behavior(serde_qs::DuplicateKeyBehavior::Error);
+        let value: Value = config.deserialize_bytes(bytes).map_err(|e| {
+            ApiError::invalid(
+                "parameters_invalid",
+                "body",
+                format!(
+                    "Invalid form-encoded body: {}. Send key=value pairs joined by '&', with nested keys in brackets (card[number]=...), each key once, nesting at most {PARAMS_DEPTH_MAX} levels.",
+                    truncate(&e.to_string(), 200)
+                ),
+            )
+        })?;
+        Params::from_value(value)
+    }
+
+    /// Parses `application/json` bodies: one object.
+    pub fn from_json(bytes: &[u8]) -> Result<Params, ApiError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::invalid("parameters_invalid", "body", format!("Invalid JSON body: {e}. Send one JSON object of parameters."))
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("parameters_invalid", "body", "Invalid JSON body: send one JSON object of parameters."));
+        }
+        if leaves(&value) > PARAMS_COUNT_MAX {
+            return Err(too_many(leaves(&value)));
+        }
+        if depth(&value) > PARAMS_DEPTH_MAX + 1 {
+            return Err(ApiError::invalid(
+                "parameters_invalid",
+                "body",
+                format!("Parameters nest too deeply: at most {PARAMS_DEPTH_MAX} levels below the top."),
+            ));
+        }
+        Params::from_value(value)
+    }
+
+    fn from_value(value: Value) -> Result<Params, ApiError> {
+        match value {
+            Value::Object(m) => Ok(Params { map: m.into_iter().collect(), prefix: None }),
+            Value::Null => Ok(Params::empty()),
+            _ => Err(ApiError::invalid("parameters_invalid", "body", "Parameters must be key=value pairs.")),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}[{key}]"),
+            None => key.to_string(),
+        }
+    }
+
+    /// A canonical rendering of all parameters, for the idempotency fingerprint.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.map).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Takes a string parameter. Numbers and booleans (from JSON) are accepted as their text.
+    pub fn str(&mut self, key: &str) -> Result<Option<String>, ApiError> {
+        let name = self.name(key);
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                if s.chars().count() > PARAM_VALUE_CHARS_MAX {
+                    return Err(ApiError::invalid(
+                        "parameter_invalid_string",
+                        &name,
+                        format!("{name} is too long: at most {PARAM_VALUE_CHARS_MAX} characters."),
+                    ));
+                }
+                Ok(Some(s))
+            }
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(ApiError::invalid(
+                "parameter_invalid_string",
+                &name,
+                format!("Invalid string: {name} must be a single value, not a list or an object."),
+            )),
+        }
+    }
+
+    pub fn required_str(&mut self, key: &str) -> Result<String, ApiError> {
+        let name = self.name(key);
+        match self.str(key)? {
+            None => Err(ApiError::missing(&name)),
+            Some(s) if s.is_empty() => Err(ApiError::invalid(
+                "parameter_invalid_empty",
+                &name,
+                format!("You passed an empty string for '{name}'. We assume empty values are an attempt to unset a parameter; however '{name}' cannot be unset. You should remove '{name}' from your request or supply a non-empty value."),
+            )),
+            Some(s) => Ok(s),
+        }
+    }
+
+    /// Takes a non-empty string that must be an id with `prefix`.
+    pub fn id(&mut self, key: &str, prefix: &str) -> Result<Option<String>, ApiError> {
+        let name = self.name(key);
+        match self.str(key)? {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) if s.len() <= 255 && s.starts_with(prefix) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => Ok(Some(s)),
+            Some(s) => Err(ApiError::invalid(
+                "resource_missing",
+                &name,
+                format!("No such {}: '{}'; {name} takes an id that starts with {prefix}.", object_name(prefix), truncate(&s, 64)),
+            )),
+        }
+    }
+
+    pub fn amount(&mut self, key: &str) -> Result<Option<Amount>, ApiError> {
+        let name = self.name(key);
+        let parsed = match self.map.remove(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => Amount::parse(&s),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Amount::new(u),
+                (None, Some(_)) => Err(AmountError::NotPositive),
+                (None, None) => Amount::parse(&n.to_string()),
+            },
+            Some(_) => Err(AmountError::NotInteger("a list or object".into())),
+        };
+        parsed.map(Some).map_err(|e| amount_error(&name, e))
+    }
+
+    pub fn required_amount(&mut self, key: &str) -> Result<Amount, ApiError> {
+        let name = self.name(key);
+        self.amount(key)?.ok_or_else(|| ApiError::missing(&name))
+    }
+
+    pub fn currency(&mut self, key: &str) -> Result<Option<Currency>, ApiError> {
+        let name = self.name(key);
+        match self.str(key)? {
+            None => Ok(None),
+            Some(s) => Currency::parse(&s).map(Some).map_err(|e| ApiError::invalid("invalid_currency", &name, e.to_string())),
+        }
+    }
+
+    pub fn bool(&mut self, key: &str) -> Result<Option<bool>, ApiError> {
+        let name = self.name(key);
+        match self.str(key)?.as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::invalid(
+                "parameter_invalid_boolean",
+                &name,
+                format!("Invalid boolean: {}. {name} takes true or false.", truncate(other, 32)),
+            )),
+        }
+    }
+
+    pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        let name = self.name(key);
+        match self.str(key)? {
+            None => Ok(None),
+            Some(s) => match s.trim().parse::<i64>() {
+                Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                Ok(_) => Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    &name,
+                    format!("{name} must be between {min} and {max}."),
+                )),
+                Err(_) => Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    &name,
+                    format!("Invalid integer: {}. {name} takes a whole number from {min} to {max}.", truncate(&s, 32)),
+                )),
+            },
+        }
+    }
+
+    /// Takes a parameter that must be one of `allowed`.
+    pub fn one_of(&mut self, key: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+        let name = self.name(key);
+        match self.str(key)? {
+            None => Ok(None),
+            Some(s) if allowed.contains(&s.as_str()) => Ok(Some(s)),
+            Some(s) => Err(ApiError::invalid(
+                "parameter_invalid",
+                &name,
+                format!("Invalid {name}: '{}'. It must be one of: {}.", truncate(&s, 64), allowed.join(", ")),
+            )),
+        }
+    }
+
+    /// Takes a nested object (`card[...]`, `metadata[...]`). An empty string means "unset".
+    pub fn object(&mut self, key: &str) -> Result<Option<Params>, ApiError> {
+        let name = self.name(key);
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(Some(Params { map: BTreeMap::new(), prefix: Some(name) })),
+            Some(Value::Object(m)) => Ok(Some(Params { map: m.into_iter().collect(), prefix: Some(name) })),
+            Some(_) => Err(ApiError::invalid(
+                "parameter_invalid",
+                &name,
+                format!("Invalid {name}: it must be an object, sent as {name}[key]=value."),
+            )),
+        }
+    }
+
+    /// Takes a list (`a[]=x`, `a[0]=x`, or a JSON array) of strings.
+    pub fn list(&mut self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let name = self.name(key);
+        let items: Vec<Value> = match self.map.remove(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(a)) => a,
+            Some(Value::Object(m)) => {
+                let mut indexed: Vec<(usize, Value)> = Vec::with_capacity(m.len());
+                for (k, v) in m {
+                    let i = k.parse::<usize>().map_err(|_| {
+                        ApiError::invalid("parameter_invalid", &name, format!("Invalid {name}: it must be a list, sent as {name}[]=value."))
+                    })?;
+                    indexed.push((i, v));
+                }
+                indexed.sort_by_key(|(i, _)| *i);
+                indexed.into_iter().map(|(_, v)| v).collect()
+            }
+            Some(v @ Value::String(_)) => vec![v],
+            Some(_) => {
+                return Err(ApiError::invalid("parameter_invalid", &name, format!("Invalid {name}: it must be a list of strings.")));
+            }
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(ApiError::invalid("parameter_invalid", &name, format!("Invalid {name}: every item must be a string."))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Takes `metadata` as key/value pairs; an empty `metadata` unsets every existing key
+    /// (the caller passes the existing keys in `existing`).
+    pub fn metadata(&mut self, existing: &paywarden_core::Metadata) -> Result<Vec<(String, String)>, ApiError> {
+        let Some(mut m) = self.object("metadata")? else { return Ok(Vec::new()) };
+        if m.map.is_empty() {
+            return Ok(existing.iter().map(|(k, _)| (k.clone(), String::new())).collect());
+        }
+        let keys: Vec<String> = m.map.keys().cloned().collect();
+        let mut pairs = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = m.str(&k)?.unwrap_or_default();
+            pairs.push((k, v));
+        }
+        Ok(pairs)
+    }
+
+    /// Ends parsing: any parameter not taken is unknown.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(ApiError::unknown(&self.name(k))),
+        }
+    }
+}
+
+fn object_name(prefix: &str) -> &'static str {
+    match prefix {
+        "pi_" => "payment_intent",
+        "pm_" => "PaymentMethod",
+        "ch_" => "charge",
+        "re_" => "refund",
+        _ => "object",
+    }
+}
+
+fn too_many(n: usize) -> ApiError {
+    ApiError::invalid(
+        "parameters_invalid",
+        "body",
+        format!("Too many parameters: {n}; a request may carry at most {PARAMS_COUNT_MAX}."),
+    )
+}
+
+fn leaves(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => m.values().map(leaves).sum(),
+        Value::Array(a) => a.iter().map(leaves).sum(),
+        _ => 1,
+    }
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn amount_error(name: &str, e: AmountError) -> ApiError {
+    match e {
+        AmountError::NotInteger(_) | AmountError::Fractional(_) => ApiError::invalid("parameter_invalid_integer", name, e.to_string()),
+        AmountError::NotPositive => {
+            ApiError::invalid("amount_too_small", name, format!("{name} must be at least 1 (in the currency's smallest unit)."))
+        }
+        AmountError::TooLarge | AmountError::Overflow => ApiError::invalid(
+            "amount_too_large",
+            name,
+            format!("{name} must be no more than {} (in the currency's smallest unit).", Amount::MAX),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brackets_nest_and_lists_index() {
+        let mut p = Params::from_form(b"amount=100&metadata[order]=1&card[number]=4242+4242&types[0]=card&types[1]=x&e[]=a").unwrap();
+        assert_eq!(p.amount("amount").unwrap().unwrap().get(), 100);
+        let mut card = p.object("card").unwrap().unwrap();
+        assert_eq!(card.str("number").unwrap().unwrap(), "4242 4242");
+        card.finish().unwrap();
+        assert_eq!(p.list("types").unwrap().unwrap(), vec!["card", "x"]);
+        assert_eq!(p.list("e").unwrap().unwrap(), vec!["a"]);
+        let md = p.metadata(&Default::default()).unwrap();
+        assert_eq!(md, vec![("order".to_string(), "1".to_string())]);
+        p.finish().unwrap();
+    }
+
+    #[test]
+    fn unknown_and_duplicate_and_bad_amounts() {
+        let p = Params::from_form(b"amount=1&bogus=2").unwrap();
+        let mut p2 = p.clone();
+        p2.amount("amount").unwrap();
+        let e = p2.finish().unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("bogus"));
+        assert!(Params::from_form(b"a=1&a=2").is_err());
+        for (body, code) in [
+            ("amount=0", "amount_too_small"),
+            ("amount=-1", "amount_too_small"),
+            ("amount=1.5", "parameter_invalid_integer"),
+            ("amount=abc", "parameter_invalid_integer"),
+            ("amount=100000000", "amount_too_large"),
+        ] {
+            let mut p = Params::from_form(body.as_bytes()).unwrap();
+            assert_eq!(p.amount("amount").unwrap_err().code.as_deref(), Some(code), "{body}");
+        }
+        let mut j = Params::from_json(br#"{"amount": 1.5}"#).unwrap();
+        assert_eq!(j.amount("amount").unwrap_err().code.as_deref(), Some("parameter_invalid_integer"));
+        let mut j = Params::from_json(br#"{"amount": -3}"#).unwrap();
+        assert_eq!(j.amount("amount").unwrap_err().code.as_deref(), Some("amount_too_small"));
+    }
+
+    #[test]
+    fn depth_and_count_limits() {
+        assert!(Params::from_form(b"a[b][c]=1").is_ok());
+        assert!(Params::from_form(b"a[b][c][d][e]=1").is_err());
+        let many: Vec<String> = (0..=PARAMS_COUNT_MAX).map(|i| format!("k{i}=v")).collect();
+        assert!(Params::from_form(many.join("&").as_bytes()).is_err());
+        let ok: Vec<String> = (0..PARAMS_COUNT_MAX).map(|i| format!("k{i}=v")).collect();
+        assert!(Params::from_form(ok.join("&").as_bytes()).is_ok());
+    }
+}
