@@ -1,1 +1,248 @@
-fn main() {}
+//! The `paywarden` binary: glue between the command line and the library crates.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use paywarden_acquirer::{SandboxAcquirer, SandboxConfig};
+use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
+use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
+use rand::RngCore;
+
+#[derive(Parser)]
+#[command(name = "paywarden", version, about = "A Stripe-compatible payment gateway that cannot be taken down by its own deploys.")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PAYWARDEN_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one gateway instance: the payments API on --listen, SQLite in --data-dir.
+    Serve(ServeArgs),
+    /// Manage merchants' secret keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Check the books.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:4242")]
+    listen: SocketAddr,
+    /// Directory for the SQLite database and the card-fingerprint key; created if missing.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Latency the sandbox acquirer adds to every call (e.g. 0ms, 20ms).
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    acquirer_latency: Duration,
+    /// Batches that may wait for the writer; past it, requests get 503 with Retry-After.
+    #[arg(long, default_value_t = SqliteOptions::default().writer_queue_max)]
+    writer_queue_max: usize,
+    /// Largest request body, in bytes; past it, 413.
+    #[arg(long, default_value_t = ApiConfig::default().body_bytes_max)]
+    body_bytes_max: usize,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a merchant (if new) and print a new sk_test_ key for it. Safe while `serve` runs.
+    Create {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Merchant name: 1 to 100 characters.
+        #[arg(long)]
+        merchant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Recompute every balance and invariant; exit 0 only if the books balance.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Keys { command: KeysCommand::Create { data_dir, merchant } } => {
+            let store = open_store(&data_dir, SqliteOptions::default()).await?;
+            let (merchant, key) = create_key(&store, &merchant).await?;
+            println!("{key}");
+            eprintln!("created a secret key for merchant {} ({}); it is shown once and stored only as a hash", merchant.name, merchant.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger { command: LedgerCommand::Verify { data_dir } } => {
+            if !data_dir.join(paywarden_store::sqlite::DB_FILE).exists() {
+                bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", data_dir.display());
+            }
+            let store = open_store(&data_dir, SqliteOptions::default()).await?;
+            let report = store.audit().await.context("reading the ledger")?;
+            print!("{report}");
+            Ok(if report.balanced() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+async fn open_store(data_dir: &Path, opts: SqliteOptions) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(data_dir, opts).await.with_context(|| format!("opening the store in {}", data_dir.display()))
+}
+
+/// Merchant names are shown to operators; keep them short and printable.
+const MERCHANT_NAME_CHARS_MAX: usize = 100;
+
+async fn create_key(store: &SqliteStore, name: &str) -> anyhow::Result<(Merchant, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MERCHANT_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+        bail!("--merchant must be 1 to {MERCHANT_NAME_CHARS_MAX} printable characters");
+    }
+    let mut batch = WriteBatch::new();
+    let merchant = match store.merchant_by_name(name).await? {
+        Some(m) => m,
+        None => {
+            let m = Merchant { id: new_id("acct"), name: name.to_string(), created: now() };
+            batch.push(Write::Merchant(m.clone()));
+            m
+        }
+    };
+    let key = new_secret_key();
+    batch.push(Write::ApiKey(ApiKeyRecord {
+        hash: hash_key(&key),
+        merchant: merchant.id.clone(),
+        prefix: key.chars().take(12).collect(),
+        created: now(),
+    }));
+    store.write(batch).await.context("storing the key")?;
+    Ok((merchant, key))
+}
+
+/// The key that makes card fingerprints: 32 random bytes, made once per data dir, mode 0600.
+fn fingerprint_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("fingerprint.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes.try_into().map_err(|_| anyhow::anyhow!("{} is not 32 bytes; restore it from backup", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let opts = SqliteOptions { writer_queue_max: args.writer_queue_max, ..SqliteOptions::default() };
+    let store = open_store(&args.data_dir, opts).await?;
+    let key = fingerprint_key(&args.data_dir)?;
+    let store: Arc<SqliteStore> = Arc::new(store);
+    let mut first_key = None;
+    if store.merchants_count().await? == 0 {
+        first_key = Some(create_key(&store, "default").await?.1);
+    }
+    let acquirer = SandboxAcquirer::new(SandboxConfig { latency: args.acquirer_latency, fingerprint_key: key });
+    let cfg = ApiConfig { body_bytes_max: args.body_bytes_max, ..ApiConfig::default() };
+    let ttl = cfg.idempotency_ttl_s;
+    let app = App::new(store.clone(), Arc::new(acquirer), cfg);
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+
+    let purge_store = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match purge_store.purge_idempotency(now() - ttl).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+                Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+            }
+        }
+    });
+
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), acquirer = "sandbox", "paywarden serving");
+    println!("paywarden listening on http://{addr}");
+    if let Some(k) = first_key {
+        println!("test secret key for merchant 'default' (shown once): {k}");
+    }
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("paywarden stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
