@@ -1,0 +1,1029 @@
+//! The SQLite [`Store`]: one database file, `paywarden.db`, in the data directory.
+//!
+//! # Pragmas
+//!
+//! Set explicitly on every connection at open (defaults differ between SQLite builds and
+//! sqlx versions, so none is trusted), then read back on the writer and on a reader and
+//! checked; a value that did not take is an error at open, never a surprise in production.
+//!
+//! | pragma | value | why |
+//! |---|---|---|
+//! | `journal_mode` | `WAL` | readers never block the writer nor the writer them; one fsync per commit |
+//! | `synchronous` | `FULL` | the WAL is fsynced at every commit: a commit that returned survives power loss |
+//! | `foreign_keys` | `ON` | declared references (an API key's merchant) are enforced |
+//! | `busy_timeout` | [`SqliteOptions::busy_timeout`] (5 s) | another process holding the lock is waited for, not an instant error |
+//!
+//! Reader connections are opened read-only, so nothing but the writer can change the
+//! database through this store.
+//!
+//! # Group commit
+//!
+//! Every [`WriteBatch`] goes through one bounded queue ([`SqliteOptions::writer_queue_max`])
+//! to one writer task that owns the only writing connection. [`Store::write`] never waits
+//! for room: a full queue is refused at once with [`WriteError::QueueFull`].
+//!
+//! The writer waits for one batch, then takes whatever else is already queued, up to
+//! [`SqliteOptions::batch_max`] batches in all, and applies the group in one transaction:
+//!
+//! ```text
+//! BEGIN IMMEDIATE
+//!   SAVEPOINT b; <batch 1 ops>; RELEASE b            -- batch 1 ok
+//!   SAVEPOINT b; <batch 2 ops fail>; ROLLBACK TO b; RELEASE b   -- batch 2 gets its error
+//!   ...
+//! COMMIT                                             -- one fsync for the whole group
+//! ```
+//!
+//! A batch is atomic (its savepoint), and one bad batch never fails its neighbours. Each
+//! request is answered only after `COMMIT` has returned, so an `Ok` means durable. If the
+//! transaction as a whole fails (`BEGIN`, a savepoint statement, or `COMMIT` itself), it is
+//! rolled back and every batch of the group gets that error. Under load the queue fills
+//! while a commit is in flight and the next group is larger: throughput grows with
+//! concurrency while the number of fsyncs does not.
+//!
+//! Purging expired idempotency records also goes through the writer (the single-writer
+//! rule has no exception): it deletes at most [`PURGE_CHUNK_ROWS`] rows per statement, each
+//! its own transaction, and serves queued batches between chunks so a large purge never
+//! stalls the payment path.
+//!
+//! When every handle to the queue is dropped, the writer finishes what is queued, closes
+//! its connection and exits; [`SqliteStore::close`] does this and waits for it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use paywarden_core::ledger::{Audit, AuditReport, PaymentBalances};
+use paywarden_core::{Account, Charge, Currency, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::{
+    ApiKeyRecord, ConflictKind, IdempotencyRecord, Merchant, Page, PageOf, Store, StoreError, StoreStats, Write,
+    WriteBatch, WriteError,
+};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "paywarden.db";
+
+/// Most idempotency records one purge statement deletes.
+pub const PURGE_CHUNK_ROWS: i64 = 1000;
+
+/// Most rows a list returns ([`Page::limit`] is clamped to `1..=PAGE_LIMIT_MAX`).
+const PAGE_LIMIT_MAX: u32 = 100;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Limits of the SQLite store. Zeroes are raised to 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Batches that may wait for the writer; one more is refused with
+    /// [`WriteError::QueueFull`]. Default 1024.
+    pub writer_queue_max: usize,
+    /// Most batches applied in one transaction (one group commit). Default 256.
+    pub batch_max: usize,
+    /// Size of the read connection pool. Default 4.
+    pub readers_max: u32,
+    /// How long a connection waits for a lock held by another connection or process
+    /// (SQLite's `busy_timeout`). Default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            writer_queue_max: 1024,
+            batch_max: 256,
+            readers_max: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Pragma values as read back from a connection after they were set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlitePragmas {
+    /// e.g. `wal`.
+    pub journal_mode: String,
+    /// `off`, `normal`, `full` or `extra`.
+    pub synchronous: String,
+    pub foreign_keys: bool,
+    pub busy_timeout_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches_committed: AtomicU64,
+    commits: AtomicU64,
+}
+
+type BatchReply = oneshot::Sender<Result<(), WriteError>>;
+type PurgeReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// What the writer task is asked to do.
+enum Job {
+    Batch { batch: WriteBatch, reply: BatchReply },
+    Purge { before: Timestamp, reply: PurgeReply },
+}
+
+/// A purge in progress: it advances one chunk per writer turn.
+struct PurgeJob {
+    before: Timestamp,
+    deleted: u64,
+    reply: PurgeReply,
+}
+
+/// The SQLite store: a pool of read-only readers and one group-committing writer task.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+    writer: JoinHandle<()>,
+    queue_max: usize,
+    counters: Arc<Counters>,
+    pragmas: SqlitePragmas,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Batch { batch, .. } => write!(f, "Batch({} ops)", batch.ops.len()),
+            Job::Purge { before, .. } => write!(f, "Purge(before {before})"),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) `data_dir/paywarden.db`, sets and checks the pragmas,
+    /// runs the embedded migrations and starts the writer task. Must be called inside a
+    /// Tokio runtime.
+    pub async fn open(data_dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let queue_max = opts.writer_queue_max.max(1);
+        let batch_max = opts.batch_max.max(1);
+        let readers_max = opts.readers_max.max(1);
+        let busy = opts.busy_timeout;
+
+        tokio::fs::create_dir_all(data_dir).await?;
+        let path = data_dir.join(DB_FILE);
+
+        let writer_opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(busy);
+        let mut conn = SqliteConnection::connect_with(&writer_opts).await?;
+        // sqlx applied these at connect; set them again ourselves so that what we check
+        // below is what we asked for, whatever the driver's defaults become.
+        let busy_ms = busy_timeout_ms(busy);
+        for pragma in [
+            "PRAGMA journal_mode = WAL".to_string(),
+            "PRAGMA synchronous = FULL".to_string(),
+            "PRAGMA foreign_keys = ON".to_string(),
+            format!("PRAGMA busy_timeout = {busy_ms}"),
+        ] {
+            sqlx::query(&pragma).execute(&mut conn).await?;
+        }
+        let pragmas = read_pragmas(&mut conn).await?;
+        check_pragmas("writer", &pragmas, busy_ms)?;
+        info!(
+            path = %path.display(),
+            journal_mode = %pragmas.journal_mode,
+            synchronous = %pragmas.synchronous,
+            foreign_keys = pragmas.foreign_keys,
+            busy_timeout_ms = pragmas.busy_timeout_ms,
+            "sqlite writer connection open"
+        );
+
+        MIGRATOR.run(&mut conn).await?;
+
+        let reader_opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(busy);
+        let readers = SqlitePoolOptions::new().max_connections(readers_max).connect_with(reader_opts).await?;
+        {
+            let mut reader = readers.acquire().await?;
+            let rp = read_pragmas(&mut reader).await?;
+            check_pragmas("reader", &rp, busy_ms)?;
+            info!(
+                readers_max,
+                journal_mode = %rp.journal_mode,
+                synchronous = %rp.synchronous,
+                foreign_keys = rp.foreign_keys,
+                busy_timeout_ms = rp.busy_timeout_ms,
+                "sqlite reader pool open (read-only connections)"
+            );
+        }
+
+        let (jobs, rx) = mpsc::channel(queue_max);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer { conn, rx, batch_max, counters: counters.clone(), purges: VecDeque::new() };
+        let writer = tokio::spawn(writer.run());
+        info!(writer_queue_max = queue_max, batch_max, "sqlite group-commit writer started");
+
+        Ok(SqliteStore { path, readers, jobs, writer, queue_max, counters, pragmas })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer connection's pragmas, as read back at open.
+    pub fn pragmas(&self) -> &SqlitePragmas {
+        &self.pragmas
+    }
+
+    /// Closes the readers, lets the writer finish every queued batch, and waits until its
+    /// connection is closed.
+    pub async fn close(self) {
+        let SqliteStore { readers, jobs, writer, .. } = self;
+        readers.close().await;
+        drop(jobs);
+        if let Err(e) = writer.await {
+            warn!(error = %e, "sqlite writer task ended abnormally");
+        }
+    }
+
+    async fn get_object<T: DeserializeOwned>(&self, table: Table, merchant: &str, id: &str) -> Result<Option<T>, StoreError> {
+        let sql = format!("SELECT data FROM {} WHERE id = ?1 AND merchant_id = ?2", table.name);
+        let data: Option<String> =
+            sqlx::query_scalar(&sql).bind(id).bind(merchant).fetch_optional(&self.readers).await?;
+        data.map(|d| decode(table, &d)).transpose()
+    }
+
+    async fn list<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        merchant: &str,
+        payment_intent: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<T>, StoreError> {
+        let limit = page.limit.clamp(1, PAGE_LIMIT_MAX) as usize;
+        let mut conn = self.readers.acquire().await?;
+        let after = match &page.starting_after {
+            Some(id) => Some(cursor_seq(&mut conn, table, merchant, id).await?),
+            None => None,
+        };
+        let before = match &page.ending_before {
+            Some(id) => Some(cursor_seq(&mut conn, table, merchant, id).await?),
+            None => None,
+        };
+        // `table.name` is one of our constants, never input.
+        let mut sql = format!("SELECT data FROM {} WHERE merchant_id = ?", table.name);
+        if payment_intent.is_some() {
+            sql.push_str(" AND payment_intent = ?");
+        }
+        if after.is_some() {
+            sql.push_str(" AND seq < ?");
+        }
+        if before.is_some() {
+            sql.push_str(" AND seq > ?");
+        }
+        // ending_before walks towards newer objects: take the `limit` closest to the cursor
+        // (ascending), then turn them round to newest first.
+        let ascending = before.is_some();
+        sql.push_str(if ascending { " ORDER BY seq ASC LIMIT ?" } else { " ORDER BY seq DESC LIMIT ?" });
+        let mut q = sqlx::query_scalar::<_, String>(&sql).bind(merchant);
+        if let Some(pi) = payment_intent {
+            q = q.bind(pi);
+        }
+        if let Some(seq) = after {
+            q = q.bind(seq);
+        }
+        if let Some(seq) = before {
+            q = q.bind(seq);
+        }
+        let mut rows = q.bind(limit as i64 + 1).fetch_all(&mut *conn).await?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        if ascending {
+            rows.reverse();
+        }
+        let data = rows.iter().map(|d| decode(table, d)).collect::<Result<Vec<T>, _>>()?;
+        Ok(PageOf { data, has_more })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Table {
+    name: &'static str,
+    /// The object's name in errors (Stripe's `object`).
+    object: &'static str,
+}
+
+const PAYMENT_METHODS: Table = Table { name: "payment_methods", object: "payment_method" };
+const PAYMENT_INTENTS: Table = Table { name: "payment_intents", object: "payment_intent" };
+const CHARGES: Table = Table { name: "charges", object: "charge" };
+const REFUNDS: Table = Table { name: "refunds", object: "refund" };
+
+fn decode<T: DeserializeOwned>(table: Table, data: &str) -> Result<T, StoreError> {
+    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("a stored {} does not parse: {e}", table.object)))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot serialize an object: {e}")))
+}
+
+async fn cursor_seq(conn: &mut SqliteConnection, table: Table, merchant: &str, id: &str) -> Result<i64, StoreError> {
+    let sql = format!("SELECT seq FROM {} WHERE id = ?1 AND merchant_id = ?2", table.name);
+    let seq: Option<i64> = sqlx::query_scalar(&sql).bind(id).bind(merchant).fetch_optional(&mut *conn).await?;
+    seq.ok_or_else(|| StoreError::CursorNotFound { object: table.object, id: id.to_string() })
+}
+
+fn busy_timeout_ms(d: Duration) -> i64 {
+    d.as_millis().min(i32::MAX as u128) as i64
+}
+
+async fn read_pragmas(conn: &mut SqliteConnection) -> Result<SqlitePragmas, StoreError> {
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await?;
+    let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await?;
+    let synchronous = match synchronous {
+        0 => "off".to_string(),
+        1 => "normal".to_string(),
+        2 => "full".to_string(),
+        3 => "extra".to_string(),
+        n => n.to_string(),
+    };
+    Ok(SqlitePragmas { journal_mode: journal_mode.to_ascii_lowercase(), synchronous, foreign_keys: foreign_keys == 1, busy_timeout_ms })
+}
+
+fn check_pragmas(who: &str, p: &SqlitePragmas, busy_ms: i64) -> Result<(), StoreError> {
+    let ok = p.journal_mode == "wal" && p.synchronous == "full" && p.foreign_keys && p.busy_timeout_ms == busy_ms;
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Database(sqlx::Error::Configuration(
+            format!(
+                "sqlite {who} connection refused its pragmas: wanted journal_mode=wal synchronous=full \
+                 foreign_keys=1 busy_timeout={busy_ms}, got {p:?}"
+            )
+            .into(),
+        )))
+    }
+}
+
+/// The writer task: owns the only writing connection.
+struct Writer {
+    conn: SqliteConnection,
+    rx: mpsc::Receiver<Job>,
+    batch_max: usize,
+    counters: Arc<Counters>,
+    purges: VecDeque<PurgeJob>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        loop {
+            // With a purge under way, don't wait: take what is queued, then do a chunk.
+            let first = if self.purges.is_empty() {
+                match self.rx.recv().await {
+                    Some(job) => Some(job),
+                    None => break,
+                }
+            } else {
+                self.rx.try_recv().ok()
+            };
+            let mut group: Vec<(WriteBatch, BatchReply)> = Vec::new();
+            if let Some(job) = first {
+                self.route(job, &mut group);
+                while group.len() < self.batch_max {
+                    match self.rx.try_recv() {
+                        Ok(job) => self.route(job, &mut group),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group).await;
+            }
+            self.purge_step().await;
+        }
+        debug!("sqlite writer: queue closed, closing the connection");
+        if let Err(e) = self.conn.close().await {
+            warn!(error = %e, "sqlite writer: closing the connection failed");
+        }
+    }
+
+    fn route(&mut self, job: Job, group: &mut Vec<(WriteBatch, BatchReply)>) {
+        match job {
+            Job::Batch { batch, reply } => group.push((batch, reply)),
+            Job::Purge { before, reply } => self.purges.push_back(PurgeJob { before, deleted: 0, reply }),
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<(WriteBatch, BatchReply)>) {
+        let size = group.len();
+        let (batches, replies): (Vec<WriteBatch>, Vec<BatchReply>) = group.into_iter().unzip();
+        match self.apply_group(&batches).await {
+            Ok(results) => {
+                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters.batches_committed.fetch_add(ok, Ordering::Relaxed);
+                debug!(batches = size, ok, "sqlite group committed");
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // The requester may have gone away; the write is durable all the same.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, batches = size, "sqlite group commit failed; rolling back the whole group");
+                if let Err(rb) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+                    debug!(error = %rb, "sqlite rollback after a failed group (no transaction left is expected)");
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(group_failure(&e)));
+                }
+            }
+        }
+    }
+
+    /// Applies a group in one transaction. `Err` means the transaction as a whole failed
+    /// (nothing of it is committed); `Ok` holds each batch's own outcome, after `COMMIT`.
+    async fn apply_group(&mut self, batches: &[WriteBatch]) -> Result<Vec<Result<(), WriteError>>, sqlx::Error> {
+        let conn = &mut self.conn;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            sqlx::query("SAVEPOINT b").execute(&mut *conn).await?;
+            match apply_batch(conn, batch).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE b").execute(&mut *conn).await?;
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO b").execute(&mut *conn).await?;
+                    sqlx::query("RELEASE b").execute(&mut *conn).await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(results)
+    }
+
+    /// Deletes one chunk for the oldest purge request; answers it when it is done.
+    async fn purge_step(&mut self) {
+        let Some(job) = self.purges.front_mut() else { return };
+        let result = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rowid IN \
+             (SELECT rowid FROM idempotency_keys WHERE created < ?1 LIMIT ?2)",
+        )
+        .bind(job.before)
+        .bind(PURGE_CHUNK_ROWS)
+        .execute(&mut self.conn)
+        .await;
+        let done = match result {
+            Ok(r) => {
+                job.deleted += r.rows_affected();
+                if r.rows_affected() < PURGE_CHUNK_ROWS as u64 { Some(Ok(job.deleted)) } else { None }
+            }
+            Err(e) => Some(Err(StoreError::from(e))),
+        };
+        let Some(result) = done else { return };
+        if let Some(job) = self.purges.pop_front() {
+            if let Ok(n) = &result {
+                info!(deleted = n, before = job.before, "purged expired idempotency records");
+            }
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// The error every batch of a failed group gets (sqlx errors do not clone).
+fn group_failure(e: &sqlx::Error) -> WriteError {
+    WriteError::Store(StoreError::Io(std::io::Error::other(format!("group commit failed, nothing written: {e}"))))
+}
+
+/// A statement's error as a batch outcome: a unique constraint is a conflict.
+fn write_err(e: sqlx::Error) -> WriteError {
+    if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+        return WriteError::Conflict(ConflictKind::Duplicate);
+    }
+    WriteError::Store(StoreError::Database(e))
+}
+
+fn to_i64(what: &str, v: u64) -> Result<i64, WriteError> {
+    i64::try_from(v).map_err(|_| WriteError::Store(StoreError::Corrupt(format!("{what} {v} does not fit a signed 64-bit column"))))
+}
+
+async fn apply_batch(conn: &mut SqliteConnection, batch: &WriteBatch) -> Result<(), WriteError> {
+    for op in &batch.ops {
+        apply_op(conn, op).await?;
+    }
+    Ok(())
+}
+
+async fn apply_op(conn: &mut SqliteConnection, op: &Write) -> Result<(), WriteError> {
+    match op {
+        Write::Merchant(m) => insert_merchant(conn, m).await,
+        Write::ApiKey(k) => insert_api_key(conn, k).await,
+        Write::PaymentMethod(pm) => insert_payment_method(conn, pm).await,
+        Write::InsertIntent(pi) => insert_intent(conn, pi).await,
+        Write::UpdateIntent(pi) => update_intent(conn, pi).await,
+        Write::Charge(ch) => upsert_charge(conn, ch).await,
+        Write::InsertRefund(r) => insert_refund(conn, r).await,
+        Write::Postings(ps) => {
+            for p in ps {
+                insert_posting(conn, p).await?;
+            }
+            Ok(())
+        }
+        Write::Idempotency { record, replaces_before } => upsert_idempotency(conn, record, *replaces_before).await,
+    }
+}
+
+async fn insert_merchant(conn: &mut SqliteConnection, m: &Merchant) -> Result<(), WriteError> {
+    sqlx::query("INSERT INTO merchants (id, name, created) VALUES (?1, ?2, ?3)")
+        .bind(&m.id)
+        .bind(&m.name)
+        .bind(m.created)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    Ok(())
+}
+
+async fn insert_api_key(conn: &mut SqliteConnection, k: &ApiKeyRecord) -> Result<(), WriteError> {
+    sqlx::query("INSERT INTO api_keys (hash, merchant_id, prefix, created) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&k.hash[..])
+        .bind(&k.merchant)
+        .bind(&k.prefix)
+        .bind(k.created)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    Ok(())
+}
+
+async fn insert_payment_method(conn: &mut SqliteConnection, pm: &PaymentMethod) -> Result<(), WriteError> {
+    sqlx::query("INSERT INTO payment_methods (id, merchant_id, created, data) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&pm.id)
+        .bind(&pm.merchant)
+        .bind(pm.created)
+        .bind(encode(pm)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    Ok(())
+}
+
+async fn insert_intent(conn: &mut SqliteConnection, pi: &PaymentIntent) -> Result<(), WriteError> {
+    sqlx::query(
+        "INSERT INTO payment_intents (id, merchant_id, created, version, status, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(&pi.id)
+    .bind(&pi.merchant)
+    .bind(pi.created)
+    .bind(to_i64("intent version", pi.version)?)
+    .bind(pi.status.as_str())
+    .bind(encode(pi)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    Ok(())
+}
+
+async fn update_intent(conn: &mut SqliteConnection, pi: &PaymentIntent) -> Result<(), WriteError> {
+    let Some(expected) = pi.version.checked_sub(1) else {
+        // Version 0 is a new intent: there is no earlier version to replace.
+        return Err(WriteError::Conflict(ConflictKind::IntentVersion));
+    };
+    let r = sqlx::query(
+        "UPDATE payment_intents SET version = ?1, status = ?2, data = ?3 \
+         WHERE id = ?4 AND merchant_id = ?5 AND version = ?6",
+    )
+    .bind(to_i64("intent version", pi.version)?)
+    .bind(pi.status.as_str())
+    .bind(encode(pi)?)
+    .bind(&pi.id)
+    .bind(&pi.merchant)
+    .bind(to_i64("intent version", expected)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    if r.rows_affected() == 0 {
+        return Err(WriteError::Conflict(ConflictKind::IntentVersion));
+    }
+    Ok(())
+}
+
+async fn upsert_charge(conn: &mut SqliteConnection, ch: &Charge) -> Result<(), WriteError> {
+    // Replacing keeps the row (and its seq); a charge id of another merchant is never
+    // overwritten.
+    let r = sqlx::query(
+        "INSERT INTO charges (id, merchant_id, created, data) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET data = excluded.data \
+         WHERE charges.merchant_id = excluded.merchant_id",
+    )
+    .bind(&ch.id)
+    .bind(&ch.merchant)
+    .bind(ch.created)
+    .bind(encode(ch)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    if r.rows_affected() == 0 {
+        return Err(WriteError::Conflict(ConflictKind::Duplicate));
+    }
+    Ok(())
+}
+
+async fn insert_refund(conn: &mut SqliteConnection, r: &Refund) -> Result<(), WriteError> {
+    sqlx::query(
+        "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(&r.id)
+    .bind(&r.merchant)
+    .bind(&r.payment_intent)
+    .bind(to_i64("refund amount", r.amount)?)
+    .bind(r.created)
+    .bind(encode(r)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    Ok(())
+}
+
+async fn insert_posting(conn: &mut SqliteConnection, p: &Posting) -> Result<(), WriteError> {
+    // Posting::new checks this too; a posting built some other way must not reach the books.
+    let sum: i128 = p.legs.iter().map(|l| l.amount as i128).sum();
+    if sum != 0 || p.legs.len() < 2 {
+        return Err(WriteError::Store(StoreError::Corrupt(format!(
+            "refusing posting {}: {} leg(s) summing to {sum}; a posting needs two or more legs summing to zero",
+            p.id,
+            p.legs.len()
+        ))));
+    }
+    for (i, leg) in p.legs.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO ledger_entries \
+             (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(&p.id)
+        .bind(i as i64)
+        .bind(&p.merchant)
+        .bind(p.currency.code())
+        .bind(leg.account.as_str())
+        .bind(leg.amount)
+        .bind(&p.payment_intent)
+        .bind(p.kind.as_str())
+        .bind(p.created)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    }
+    Ok(())
+}
+
+async fn upsert_idempotency(
+    conn: &mut SqliteConnection,
+    rec: &IdempotencyRecord,
+    replaces_before: Timestamp,
+) -> Result<(), WriteError> {
+    let r = sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (merchant_id, key) DO UPDATE SET \
+           request_hash = excluded.request_hash, status = excluded.status, \
+           body = excluded.body, created = excluded.created \
+         WHERE idempotency_keys.created < ?7",
+    )
+    .bind(&rec.merchant)
+    .bind(&rec.key)
+    .bind(&rec.request_hash[..])
+    .bind(i64::from(rec.status))
+    .bind(&rec.body[..])
+    .bind(rec.created)
+    .bind(replaces_before)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    if r.rows_affected() == 0 {
+        return Err(WriteError::Conflict(ConflictKind::IdempotencyKey));
+    }
+    Ok(())
+}
+
+fn row_to_merchant(row: &sqlx::sqlite::SqliteRow) -> Result<Merchant, StoreError> {
+    Ok(Merchant { id: row.try_get("id")?, name: row.try_get("name")?, created: row.try_get("created")? })
+}
+
+/// One posting's legs, accumulated while entries stream past in posting order.
+struct PostingSum {
+    id: String,
+    currency: Option<Currency>,
+    mixed_currencies: bool,
+    legs: u64,
+    sum: i128,
+}
+
+impl PostingSum {
+    fn new(id: String) -> PostingSum {
+        PostingSum { id, currency: None, mixed_currencies: false, legs: 0, sum: 0 }
+    }
+
+    fn finish(self, audit: &mut Audit) {
+        if self.mixed_currencies {
+            audit.orphan(format!("posting {} mixes currencies across its legs", self.id));
+        }
+        match self.currency {
+            Some(c) => audit.posting(&self.id, c, self.legs, self.sum),
+            None => audit.orphan(format!("posting {} has no leg in a known currency", self.id)),
+        }
+    }
+}
+
+/// One intent and its entries, accumulated while the joined rows stream past.
+struct IntentSum {
+    seq: i64,
+    intent: Option<PaymentIntent>,
+    balances: PaymentBalances,
+    postings: BTreeSet<String>,
+    refunds_total: i64,
+    refunds: i64,
+}
+
+impl IntentSum {
+    fn finish(mut self, audit: &mut Audit) {
+        let Some(pi) = self.intent else { return };
+        self.balances.postings = self.postings.len() as u64;
+        let refunds_total = u64::try_from(self.refunds_total).unwrap_or_else(|_| {
+            audit.orphan(format!("{}: its refund objects total a negative {}", pi.id, self.refunds_total));
+            0
+        });
+        let refunds = u64::try_from(self.refunds).unwrap_or(0);
+        audit.payment(&pi, &self.balances, refunds_total, refunds);
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn merchant_by_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Merchant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.id, m.name, m.created FROM api_keys k JOIN merchants m ON m.id = k.merchant_id \
+             WHERE k.hash = ?1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(row_to_merchant).transpose()
+    }
+
+    async fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created FROM merchants WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(row_to_merchant).transpose()
+    }
+
+    async fn merchants_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.readers).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn payment_method(&self, merchant: &str, id: &str) -> Result<Option<PaymentMethod>, StoreError> {
+        self.get_object(PAYMENT_METHODS, merchant, id).await
+    }
+
+    async fn list_payment_methods(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentMethod>, StoreError> {
+        self.list(PAYMENT_METHODS, merchant, None, page).await
+    }
+
+    async fn payment_intent(&self, merchant: &str, id: &str) -> Result<Option<PaymentIntent>, StoreError> {
+        self.get_object(PAYMENT_INTENTS, merchant, id).await
+    }
+
+    async fn list_payment_intents(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentIntent>, StoreError> {
+        self.list(PAYMENT_INTENTS, merchant, None, page).await
+    }
+
+    async fn charge(&self, merchant: &str, id: &str) -> Result<Option<Charge>, StoreError> {
+        self.get_object(CHARGES, merchant, id).await
+    }
+
+    async fn refund(&self, merchant: &str, id: &str) -> Result<Option<Refund>, StoreError> {
+        self.get_object(REFUNDS, merchant, id).await
+    }
+
+    async fn list_refunds(
+        &self,
+        merchant: &str,
+        payment_intent: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<Refund>, StoreError> {
+        self.list(REFUNDS, merchant, payment_intent, page).await
+    }
+
+    async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
+        )
+        .bind(merchant)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: Vec<u8> = row.try_get("request_hash")?;
+        let request_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
+            StoreError::Corrupt(format!("idempotency key {key}: request hash has {} bytes, not 32", h.len()))
+        })?;
+        let status: i64 = row.try_get("status")?;
+        let status = u16::try_from(status)
+            .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {status} is not an HTTP status")))?;
+        Ok(Some(IdempotencyRecord {
+            merchant: merchant.to_string(),
+            key: key.to_string(),
+            request_hash,
+            status,
+            body: row.try_get("body")?,
+            created: row.try_get("created")?,
+        }))
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        match self.jobs.try_send(Job::Batch { batch, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(WriteError::QueueFull { limit: self.queue_max }),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriteError::Closed),
+        }
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        // A purge is background work: it may wait for room in the queue rather than fail.
+        self.jobs.send(Job::Purge { before, reply }).await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    async fn audit(&self) -> Result<AuditReport, StoreError> {
+        let mut audit = Audit::new();
+        // One read transaction: every pass sees the same snapshot while writes go on.
+        let mut tx = self.readers.begin().await?;
+
+        // Pass 1: every posting's legs, and every account's balance.
+        let mut accounts: BTreeMap<(String, Currency, Account), i128> = BTreeMap::new();
+        {
+            let mut rows = sqlx::query(
+                "SELECT posting_id, merchant_id, currency, account, amount FROM ledger_entries ORDER BY posting_id, leg",
+            )
+            .fetch(&mut *tx);
+            let mut current: Option<PostingSum> = None;
+            while let Some(row) = rows.try_next().await? {
+                let posting_id: String = row.try_get(0)?;
+                let merchant: String = row.try_get(1)?;
+                let code: String = row.try_get(2)?;
+                let account_name: String = row.try_get(3)?;
+                let amount: i64 = row.try_get(4)?;
+                if current.as_ref().is_none_or(|c| c.id != posting_id) {
+                    let previous = current.replace(PostingSum::new(posting_id.clone()));
+                    if let Some(done) = previous {
+                        done.finish(&mut audit);
+                    }
+                }
+                let Some(p) = current.as_mut() else { continue };
+                p.legs += 1;
+                p.sum += amount as i128;
+                let currency = match Currency::parse(&code) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        audit.orphan(format!("posting {posting_id} has a leg in unknown currency '{code}'"));
+                        continue;
+                    }
+                };
+                match p.currency {
+                    None => p.currency = Some(currency),
+                    Some(c) if c != currency => p.mixed_currencies = true,
+                    Some(_) => {}
+                }
+                match Account::parse(&account_name) {
+                    Some(account) => *accounts.entry((merchant, currency, account)).or_default() += amount as i128,
+                    None => audit.orphan(format!("posting {posting_id} has a leg on unknown account '{account_name}'")),
+                }
+            }
+            if let Some(done) = current.take() {
+                done.finish(&mut audit);
+            }
+        }
+        for ((merchant, currency, account), balance) in &accounts {
+            audit.account(merchant, *currency, *account, *balance);
+        }
+
+        // Pass 2: every intent with its entries and the sum of its refund objects.
+        {
+            let mut rows = sqlx::query(
+                "SELECT p.seq, p.data, \
+                   (SELECT COALESCE(SUM(r.amount), 0) FROM refunds r \
+                     WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds_total, \
+                   (SELECT COUNT(*) FROM refunds r \
+                     WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds, \
+                   e.posting_id, e.account, e.amount \
+                 FROM payment_intents p \
+                 LEFT JOIN ledger_entries e ON e.payment_intent = p.id AND e.merchant_id = p.merchant_id \
+                 ORDER BY p.seq",
+            )
+            .fetch(&mut *tx);
+            let mut current: Option<IntentSum> = None;
+            while let Some(row) = rows.try_next().await? {
+                let seq: i64 = row.try_get(0)?;
+                if current.as_ref().is_none_or(|c| c.seq != seq) {
+                    let data: String = row.try_get(1)?;
+                    let intent = match decode::<PaymentIntent>(PAYMENT_INTENTS, &data) {
+                        Ok(pi) => Some(pi),
+                        Err(e) => {
+                            audit.orphan(format!("payment intent row {seq}: {e}"));
+                            None
+                        }
+                    };
+                    let next = IntentSum {
+                        seq,
+                        intent,
+                        balances: PaymentBalances::default(),
+                        postings: BTreeSet::new(),
+                        refunds_total: row.try_get(2)?,
+                        refunds: row.try_get(3)?,
+                    };
+                    if let Some(done) = current.replace(next) {
+                        done.finish(&mut audit);
+                    }
+                }
+                let Some(cur) = current.as_mut() else { continue };
+                let posting_id: Option<String> = row.try_get(4)?;
+                let Some(posting_id) = posting_id else { continue };
+                let account_name: String = row.try_get(5)?;
+                let amount: i64 = row.try_get(6)?;
+                // Unknown accounts were reported in pass 1.
+                if let Some(account) = Account::parse(&account_name) {
+                    cur.balances.add(account, amount as i128);
+                }
+                cur.postings.insert(posting_id);
+            }
+            if let Some(done) = current.take() {
+                done.finish(&mut audit);
+            }
+        }
+
+        // Pass 3: facts that belong to no payment.
+        {
+            let mut rows = sqlx::query(
+                "SELECT e.merchant_id, e.payment_intent, COUNT(*) FROM ledger_entries e \
+                 WHERE NOT EXISTS (SELECT 1 FROM payment_intents p \
+                                   WHERE p.id = e.payment_intent AND p.merchant_id = e.merchant_id) \
+                 GROUP BY e.merchant_id, e.payment_intent",
+            )
+            .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let merchant: String = row.try_get(0)?;
+                let pi: String = row.try_get(1)?;
+                let n: i64 = row.try_get(2)?;
+                audit.orphan(format!("{n} ledger entr{} of {merchant} for unknown payment {pi}", if n == 1 { "y" } else { "ies" }));
+            }
+        }
+        {
+            let mut rows = sqlx::query(
+                "SELECT r.id, r.merchant_id, r.payment_intent FROM refunds r \
+                 WHERE NOT EXISTS (SELECT 1 FROM payment_intents p \
+                                   WHERE p.id = r.payment_intent AND p.merchant_id = r.merchant_id)",
+            )
+            .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let id: String = row.try_get(0)?;
+                let merchant: String = row.try_get(1)?;
+                let pi: String = row.try_get(2)?;
+                audit.orphan(format!("refund {id} of {merchant} is for unknown payment {pi}"));
+            }
+        }
+        tx.rollback().await?;
+        Ok(audit.finish())
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            writer_queue_len: self.jobs.max_capacity() - self.jobs.capacity(),
+            writer_queue_max: self.queue_max,
+            batches_committed: self.counters.batches_committed.load(Ordering::Relaxed),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the SQLite store: one binary, one temporary directory per test.
+
+mod audit;
+mod common;
+mod objects;
+mod pagination;
+mod writer;

@@ -1,0 +1,175 @@
+//! The group-commit writer: isolation of batches in a group, the bounded queue, grouping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paywarden_store::{ConflictKind, SqliteOptions, SqliteStore, Store, Write, WriteError};
+use sqlx::SqliteConnection;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+use crate::common::*;
+
+/// Takes SQLite's write lock from a second connection, so the store's writer blocks in its
+/// `BEGIN IMMEDIATE` (for up to its busy_timeout) until [`release`] is called.
+async fn hold_write_lock(store: &SqliteStore) -> SqliteConnection {
+    let mut conn = raw(store.path()).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+    conn
+}
+
+async fn release(mut conn: SqliteConnection) {
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+}
+
+fn spawn_write(store: &Arc<SqliteStore>, ops: Vec<Write>) -> JoinHandle<Result<(), WriteError>> {
+    let store = store.clone();
+    tokio::spawn(async move { write(&store, ops).await })
+}
+
+/// Sends one batch and waits until the writer has taken it and is stuck behind the lock.
+async fn park_writer(store: &Arc<SqliteStore>, id: &str) -> JoinHandle<Result<(), WriteError>> {
+    let parked = spawn_write(store, vec![Write::InsertIntent(usd_intent(id, "acct_1"))]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.stats().writer_queue_len, 0, "the writer has taken the batch");
+    assert!(!parked.is_finished(), "the writer must be blocked by the lock");
+    assert_eq!(store.stats().commits, 0);
+    parked
+}
+
+fn slow_lock_opts(writer_queue_max: usize) -> SqliteOptions {
+    SqliteOptions { writer_queue_max, busy_timeout: Duration::from_secs(30), ..SqliteOptions::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_does_not_fail_its_group() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(open_with(&dir, slow_lock_opts(1024)).await);
+        let lock = hold_write_lock(&store).await;
+        let parked = park_writer(&store, "pi_parked").await;
+
+        // 50 batches queue up behind the lock; they will be one group.
+        let mut handles = Vec::new();
+        for i in 0..50 {
+            let ops = if i == 17 {
+                // Its first op would succeed; its second duplicates the parked intent.
+                vec![Write::InsertIntent(usd_intent("pi_partial", "acct_1")), Write::InsertIntent(usd_intent("pi_parked", "acct_1"))]
+            } else if i == 33 {
+                let mut stale = usd_intent("pi_parked", "acct_1");
+                stale.version = 5;
+                vec![Write::UpdateIntent(stale)]
+            } else {
+                vec![Write::InsertIntent(usd_intent(&format!("pi_{i}"), "acct_1"))]
+            };
+            handles.push(spawn_write(&store, ops));
+        }
+        wait_until(|| store.stats().writer_queue_len == 50).await;
+        assert_eq!(store.stats().commits, 0);
+        release(lock).await;
+
+        parked.await.unwrap().unwrap();
+        for (i, h) in handles.into_iter().enumerate() {
+            let result = h.await.unwrap();
+            match i {
+                17 => assert!(matches!(result, Err(WriteError::Conflict(ConflictKind::Duplicate))), "{result:?}"),
+                33 => assert!(matches!(result, Err(WriteError::Conflict(ConflictKind::IntentVersion))), "{result:?}"),
+                _ => result.unwrap(),
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.commits, 2, "the parked batch, then the 50 queued ones in one group");
+        assert_eq!(stats.batches_committed, 1 + 48);
+        let all = store.list_payment_intents("acct_1", &page(100, None, None)).await.unwrap();
+        assert_eq!(all.data.len(), 49);
+        assert_eq!(store.payment_intent("acct_1", "pi_partial").await.unwrap(), None, "a failed batch is undone whole");
+        assert_eq!(store.payment_intent("acct_1", "pi_parked").await.unwrap().unwrap().version, 0);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_at_once() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(open_with(&dir, slow_lock_opts(2)).await);
+        let lock = hold_write_lock(&store).await;
+        let parked = park_writer(&store, "pi_parked").await;
+
+        let queued = [
+            spawn_write(&store, vec![Write::InsertIntent(usd_intent("pi_1", "acct_1"))]),
+            spawn_write(&store, vec![Write::InsertIntent(usd_intent("pi_2", "acct_1"))]),
+        ];
+        wait_until(|| store.stats().writer_queue_len == 2).await;
+        let stats = store.stats();
+        assert_eq!((stats.writer_queue_len, stats.writer_queue_max), (2, 2));
+
+        let refused = tokio::time::timeout(
+            Duration::from_secs(1),
+            write(&store, vec![Write::InsertIntent(usd_intent("pi_3", "acct_1"))]),
+        )
+        .await
+        .expect("a full queue must answer at once, not wait");
+        assert!(matches!(refused, Err(WriteError::QueueFull { limit: 2 })), "{refused:?}");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "the writer queue is full (2 batches waiting); retry shortly"
+        );
+
+        release(lock).await;
+        parked.await.unwrap().unwrap();
+        for h in queued {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(store.stats().writer_queue_len, 0);
+        assert_eq!(store.payment_intent("acct_1", "pi_3").await.unwrap(), None);
+        // Room again.
+        write(&store, vec![Write::InsertIntent(usd_intent("pi_3", "acct_1"))]).await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(open(&dir).await);
+        let handles: Vec<_> = (0..200)
+            .map(|i| spawn_write(&store, vec![Write::InsertIntent(usd_intent(&format!("pi_{i}"), "acct_1"))]))
+            .collect();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.batches_committed, 200);
+        assert!(stats.commits < 200, "200 concurrent writes took {} commits", stats.commits);
+        assert!(stats.commits >= 1);
+        let all = store.list_payment_intents("acct_1", &page(100, None, None)).await.unwrap();
+        assert!(all.has_more);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_max_bounds_a_group() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let opts = SqliteOptions { batch_max: 4, ..slow_lock_opts(64) };
+        let store = Arc::new(open_with(&dir, opts).await);
+        let lock = hold_write_lock(&store).await;
+        let parked = park_writer(&store, "pi_parked").await;
+        let handles: Vec<_> = (0..10)
+            .map(|i| spawn_write(&store, vec![Write::InsertIntent(usd_intent(&format!("pi_{i}"), "acct_1"))]))
+            .collect();
+        wait_until(|| store.stats().writer_queue_len == 10).await;
+        release(lock).await;
+        parked.await.unwrap().unwrap();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        // 1 (parked) + groups of 4, 4, 2.
+        assert_eq!(store.stats().commits, 4);
+        assert_eq!(store.stats().batches_committed, 11);
+    })
+    .await
+}
