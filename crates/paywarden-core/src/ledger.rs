@@ -132,6 +132,8 @@ pub struct PaymentBalances {
     pub merchant_balance: i128,
     /// Distinct postings recorded for the payment.
     pub postings: u64,
+    /// Legs recorded in a currency other than the payment's (always a corruption).
+    pub other_currency_legs: u64,
 }
 
 impl PaymentBalances {
@@ -236,6 +238,10 @@ impl Audit {
         check(
             b.postings == pi.postings as u64,
             format!("{} posting(s) stored but the intent records {}", b.postings, pi.postings),
+        );
+        check(
+            b.other_currency_legs == 0,
+            format!("{} ledger leg(s) in a currency other than the payment's {c}", b.other_currency_legs),
         );
         check(pi.amount_received <= pi.amount.get(), format!("received {} exceeds the amount {}", pi.amount_received, pi.amount.get()));
         let state_ok = match pi.status {

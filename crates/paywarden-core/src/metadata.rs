@@ -69,9 +69,10 @@ impl Metadata {
             } else {
                 next.insert(key, value);
             }
-            if next.len() > Self::KEYS_MAX {
-                return Err(MetadataError::TooManyKeys { count: next.len() });
-            }
+        }
+        // The limit is on the result, so removals and additions in one update may come in any order.
+        if next.len() > Self::KEYS_MAX {
+            return Err(MetadataError::TooManyKeys { count: next.len() });
         }
         Ok(Metadata(next))
     }

@@ -938,7 +938,7 @@ impl Store for SqliteStore {
                      WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds_total, \
                    (SELECT COUNT(*) FROM refunds r \
                      WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds, \
-                   e.posting_id, e.account, e.amount \
+                   e.posting_id, e.account, e.amount, e.currency \
                  FROM payment_intents p \
                  LEFT JOIN ledger_entries e ON e.payment_intent = p.id AND e.merchant_id = p.merchant_id \
                  ORDER BY p.seq",
@@ -973,6 +973,10 @@ impl Store for SqliteStore {
                 let Some(posting_id) = posting_id else { continue };
                 let account_name: String = row.try_get(5)?;
                 let amount: i64 = row.try_get(6)?;
+                let currency: String = row.try_get(7)?;
+                if cur.intent.as_ref().is_some_and(|pi| pi.currency.code() != currency) {
+                    cur.balances.other_currency_legs += 1;
+                }
                 // Unknown accounts were reported in pass 1.
                 if let Some(account) = Account::parse(&account_name) {
                     cur.balances.add(account, amount as i128);

@@ -171,3 +171,21 @@ async fn audit_reports_entries_of_unknown_payments() {
     })
     .await
 }
+
+#[tokio::test]
+async fn audit_reports_a_payment_whose_postings_changed_currency() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        books(&store).await;
+        let mut db = raw(store.path()).await;
+        // A whole posting moved to another currency still balances on its own: only the
+        // per-payment check can see it.
+        sqlx::query("UPDATE ledger_entries SET currency = 'eur' WHERE posting_id = 'pi_a:0'").execute(&mut db).await.unwrap();
+        let report = store.audit().await.unwrap();
+        let texts: Vec<&str> = report.violations.iter().map(|v| v.0.as_str()).collect();
+        assert!(texts.iter().any(|t| t.starts_with("pi_a: ") && t.contains("currency other than")), "{texts:?}");
+        store.close().await;
+    })
+    .await
+}
