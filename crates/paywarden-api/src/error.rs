@@ -131,7 +131,7 @@ struct Envelope<'a> {
 
 impl ApiError {
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(&Envelope { error: self }).unwrap_or_default()
+        serde_json::to_vec(&Envelope { error: self }).unwrap_or_default()
     }
 }
 

@@ -170,6 +170,9 @@ pub fn retrieve_refund() {}
     responses((status = 200, body = ListObject<RefundObject>), (status = 400, body = ErrorEnvelope)))]
 pub fn list_refunds() {}
 
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This OpenAPI 3 document", content_type = "application/json")))]
+pub fn openapi_document() {}
+
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive (no I/O)", body = String)))]
 pub fn healthz() {}
 
@@ -192,7 +195,7 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, healthz
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz
     ),
     components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
 )]

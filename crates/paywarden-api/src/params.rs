@@ -157,7 +157,14 @@ impl Params {
                 (None, Some(_)) => Err(AmountError::NotPositive),
                 (None, None) => Amount::parse(&n.to_string()),
             },
-            Some(_) => Err(AmountError::NotInteger("a list or object".into())),
+            Some(Value::Bool(b)) => Err(AmountError::NotInteger(b.to_string())),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    &name,
+                    format!("Invalid integer: {name} must be a single whole number, not a list or an object; send {name} once."),
+                ));
+            }
         };
         parsed.map(Some).map_err(|e| amount_error(&name, e))
     }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use paywarden_core::ledger::AuditReport;
 use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
 
+mod bulk;
 pub mod sqlite;
 
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -143,6 +144,9 @@ pub struct StoreStats {
     pub writer_queue_max: usize,
     pub batches_committed: u64,
     pub commits: u64,
+    /// Commits that took the bulk path (a constant number of statements per group); the rest
+    /// replayed batch by batch.
+    pub bulk_commits: u64,
 }
 
 #[async_trait]

@@ -79,6 +79,7 @@ async fn a_failing_batch_does_not_fail_its_group() {
         }
         let stats = store.stats();
         assert_eq!(stats.commits, 2, "the parked batch, then the 50 queued ones in one group");
+        assert_eq!(stats.bulk_commits, 2, "conflicts the checks foresee keep the group on the bulk path");
         assert_eq!(stats.batches_committed, 1 + 48);
         let all = store.list_payment_intents("acct_1", &page(100, None, None)).await.unwrap();
         assert_eq!(all.data.len(), 49);
@@ -170,6 +171,47 @@ async fn batch_max_bounds_a_group() {
         // 1 (parked) + groups of 4, 4, 2.
         assert_eq!(store.stats().commits, 4);
         assert_eq!(store.stats().batches_committed, 11);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unforeseen_duplicate_falls_back_to_batch_by_batch() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(open_with(&dir, slow_lock_opts(1024)).await);
+        let lock = hold_write_lock(&store).await;
+        let parked = park_writer(&store, "pi_parked").await;
+        let mut handles = Vec::new();
+        for i in 0..20 {
+            let ops = if i == 3 {
+                vec![Write::InsertIntent(usd_intent("pi_3", "acct_1")), Write::PaymentMethod(payment_method("pm_taken", "acct_1"))]
+            } else if i == 7 {
+                // The bulk checks do not look up payment method ids: the insert fails, and the
+                // group is replayed under savepoints.
+                vec![Write::InsertIntent(usd_intent("pi_with_dup", "acct_1")), Write::PaymentMethod(payment_method("pm_taken", "acct_1"))]
+            } else {
+                vec![Write::InsertIntent(usd_intent(&format!("pi_{i}"), "acct_1"))]
+            };
+            handles.push(spawn_write(&store, ops));
+        }
+        wait_until(|| store.stats().writer_queue_len == 20).await;
+        release(lock).await;
+        parked.await.unwrap().unwrap();
+        for (i, h) in handles.into_iter().enumerate() {
+            let result = h.await.unwrap();
+            if i == 7 {
+                assert!(matches!(result, Err(WriteError::Conflict(ConflictKind::Duplicate))), "{result:?}");
+            } else {
+                result.unwrap();
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.commits, 2);
+        assert_eq!(stats.bulk_commits, 1, "the parked write; the group of 20 fell back");
+        assert_eq!(store.payment_intent("acct_1", "pi_with_dup").await.unwrap(), None);
+        let all = store.list_payment_intents("acct_1", &page(100, None, None)).await.unwrap();
+        assert_eq!(all.data.len(), 20, "the parked intent and 19 of the group");
     })
     .await
 }

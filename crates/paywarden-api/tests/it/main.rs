@@ -1,0 +1,11 @@
+//! Integration tests of paywarden's HTTP API, driven in-process through the axum router.
+
+mod auth;
+mod card_data;
+mod declines;
+mod idempotency;
+mod lists;
+mod routes;
+mod state;
+mod support;
+mod validation;
