@@ -12,6 +12,10 @@
 //! This crate is the only one that knows Stripe's wire format. It sees a card number only
 //! while handing it, as a [`paywarden_acquirer::Pan`], to the acquirer.
 
+// ApiError is Stripe's whole error object (with the objects a card error carries); it is built
+// only on the error path, so its size costs nothing on the happy path.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -170,11 +174,10 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            if let Ok(mut set) = self.app.in_flight.lock() {
+        if let Some(k) = self.key.take()
+            && let Ok(mut set) = self.app.in_flight.lock() {
                 set.remove(&k);
             }
-        }
     }
 }
 
@@ -208,13 +211,11 @@ impl App {
             return Err(ApiError::unauthorized(format!("Invalid API Key provided: {redacted}")));
         }
         let hash = hash_key(&key);
-        if let Ok(cache) = self.keys.lock() {
-            if let Some((m, at)) = cache.get(&hash) {
-                if at.elapsed() < self.cfg.api_key_cache_ttl {
+        if let Ok(cache) = self.keys.lock()
+            && let Some((m, at)) = cache.get(&hash)
+                && at.elapsed() < self.cfg.api_key_cache_ttl {
                     return Ok(m.clone());
                 }
-            }
-        }
         let merchant = self
             .store
             .merchant_by_key_hash(&hash)
@@ -707,15 +708,14 @@ fn capture_method(p: &mut Params) -> Result<Option<CaptureMethod>, ApiError> {
 }
 
 fn payment_method_types(p: &mut Params) -> Result<(), ApiError> {
-    if let Some(types) = p.list("payment_method_types")? {
-        if types.iter().any(|t| t != "card") {
+    if let Some(types) = p.list("payment_method_types")?
+        && types.iter().any(|t| t != "card") {
             return Err(ApiError::invalid(
                 "parameter_invalid",
                 "payment_method_types",
                 "paywarden accepts only card payments: payment_method_types may contain only \"card\".",
             ));
         }
-    }
     Ok(())
 }
 

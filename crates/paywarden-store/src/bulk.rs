@@ -50,17 +50,47 @@ pub(crate) fn eligible(batches: &[WriteBatch]) -> bool {
     batches.iter().flat_map(|b| &b.ops).all(|op| !matches!(op, Write::Merchant(_) | Write::ApiKey(_)))
 }
 
+/// One value bound to a statement.
+enum Arg {
+    Text(String),
+    Int(i64),
+    Blob(Vec<u8>),
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Arg {
+        Arg::Text(s.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(s: String) -> Arg {
+        Arg::Text(s)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+/// Converts a stored count to a column value; a count past i64 is a corrupt object.
+fn int(what: &str, v: u64) -> Result<Arg, WriteError> {
+    i64::try_from(v)
+        .map(Arg::Int)
+        .map_err(|_| WriteError::Store(StoreError::Corrupt(format!("{what} {v} does not fit a signed 64-bit column"))))
+}
+
 #[derive(Default)]
 struct Rows {
-    payment_methods: Vec<Value>,
+    payment_methods: Vec<Vec<Arg>>,
     /// Intents in first-seen order, with whether the group inserts them, and their last state.
     intent_order: Vec<String>,
     intents: HashMap<String, (bool, PaymentIntent)>,
     charge_order: Vec<String>,
     charges: HashMap<String, Charge>,
-    refunds: Vec<Value>,
-    ledger: Vec<Value>,
-    idempotency: HashMap<(String, String), Value>,
+    refunds: Vec<Vec<Arg>>,
+    ledger: Vec<Vec<Arg>>,
+    idempotency: HashMap<(String, String), Vec<Arg>>,
     idempotency_order: Vec<(String, String)>,
 }
 
@@ -146,11 +176,10 @@ fn check(batch: &WriteBatch, known: &Known) -> Result<(), WriteError> {
                 local.insert(&pi.id, pi.version);
             }
             Write::Idempotency { record, replaces_before } => {
-                if let Some(created) = known.keys.get(&(record.merchant.clone(), record.key.clone())) {
-                    if *created >= *replaces_before {
+                if let Some(created) = known.keys.get(&(record.merchant.clone(), record.key.clone()))
+                    && *created >= *replaces_before {
                         return Err(WriteError::Conflict(ConflictKind::IdempotencyKey));
                     }
-                }
             }
             Write::Postings(ps) => {
                 for p in ps {
@@ -197,36 +226,47 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     let mut keys = Vec::new();
     for op in &batch.ops {
         match op {
-            Write::PaymentMethod(pm) => pms.push(json!([pm.id, pm.merchant, pm.created, encode(pm)?])),
-            Write::InsertRefund(r) => refunds.push(json!([r.id, r.merchant, r.payment_intent, r.amount, r.created, encode(r)?])),
+            Write::PaymentMethod(pm) => {
+                pms.push(vec![pm.id.as_str().into(), pm.merchant.as_str().into(), pm.created.into(), encode(pm)?.into()])
+            }
+            Write::InsertRefund(r) => refunds.push(vec![
+                r.id.as_str().into(),
+                r.merchant.as_str().into(),
+                r.payment_intent.as_str().into(),
+                int("refund amount", r.amount)?,
+                r.created.into(),
+                encode(r)?.into(),
+            ]),
             Write::Postings(ps) => {
                 for p in ps {
                     for (i, leg) in p.legs.iter().enumerate() {
-                        ledger.push(json!([
-                            p.id,
-                            i,
-                            p.merchant,
-                            p.currency.code(),
-                            leg.account.as_str(),
-                            leg.amount,
-                            p.payment_intent,
-                            p.kind.as_str(),
-                            p.created
-                        ]));
+                        ledger.push(vec![
+                            p.id.as_str().into(),
+                            (i as i64).into(),
+                            p.merchant.as_str().into(),
+                            p.currency.code().into(),
+                            leg.account.as_str().into(),
+                            leg.amount.into(),
+                            p.payment_intent.as_str().into(),
+                            p.kind.as_str().into(),
+                            p.created.into(),
+                        ]);
                     }
                 }
             }
             Write::Idempotency { record, .. } => keys.push((
                 (record.merchant.clone(), record.key.clone()),
-                json!([record.merchant, record.key, hex::encode(record.request_hash), record.status, hex::encode(&record.body), record.created]),
+                vec![
+                    record.merchant.as_str().into(),
+                    record.key.as_str().into(),
+                    Arg::Blob(record.request_hash.to_vec()),
+                    i64::from(record.status).into(),
+                    Arg::Blob(record.body.clone()),
+                    record.created.into(),
+                ],
             )),
-            Write::InsertIntent(pi) | Write::UpdateIntent(pi) => {
-                encode(pi)?;
-            }
-            Write::Charge(c) => {
-                encode(c)?;
-            }
-            Write::Merchant(_) | Write::ApiKey(_) => {}
+            // Encoded in `write`, once per group for their last state.
+            Write::InsertIntent(_) | Write::UpdateIntent(_) | Write::Charge(_) | Write::Merchant(_) | Write::ApiKey(_) => {}
         }
     }
     for op in &batch.ops {
@@ -243,11 +283,10 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
                     rows.intents.insert(pi.id.clone(), (false, pi.clone()));
                 }
             },
-            Write::Charge(c) => {
-                if rows.charges.insert(c.id.clone(), c.clone()).is_none() {
+            Write::Charge(c)
+                if rows.charges.insert(c.id.clone(), c.clone()).is_none() => {
                     rows.charge_order.push(c.id.clone());
                 }
-            }
             _ => {}
         }
     }
@@ -262,95 +301,101 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     Ok(())
 }
 
-async fn run(conn: &mut SqliteConnection, sql: &str, rows: Vec<Value>, what: &'static str) -> Result<(), Fallback> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let n = rows.len() as u64;
-    let done = sqlx::query(sql).bind(Value::Array(rows).to_string()).execute(&mut *conn).await?;
-    if done.rows_affected() != n {
-        return Err(Fallback::Unexpected(what));
+/// SQLite's limit on bound values in one statement (SQLITE_MAX_VARIABLE_NUMBER).
+const BOUND_VALUES_MAX: usize = 32_766;
+
+/// Runs `head (?,..),(?,..) tail` over all rows, in chunks that respect [`BOUND_VALUES_MAX`],
+/// and checks that every row was written.
+async fn run(conn: &mut SqliteConnection, head: &str, tail: &str, cols: usize, rows: Vec<Vec<Arg>>, what: &'static str) -> Result<(), Fallback> {
+    let per_statement = (BOUND_VALUES_MAX / cols).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per_statement).collect();
+        let tuple = format!("({})", vec!["?"; cols].join(","));
+        let sql = format!("{head}{}{tail}", vec![tuple.as_str(); chunk.len()].join(","));
+        let n = chunk.len() as u64;
+        let mut q = sqlx::query(&sql);
+        for arg in chunk.into_iter().flatten() {
+            q = match arg {
+                Arg::Text(s) => q.bind(s),
+                Arg::Int(v) => q.bind(v),
+                Arg::Blob(b) => q.bind(b),
+            };
+        }
+        if q.execute(&mut *conn).await?.rows_affected() != n {
+            return Err(Fallback::Unexpected(what));
+        }
     }
     Ok(())
 }
 
 async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallback> {
-    let enc = |r: serde_json::Result<String>| r.map_err(|_| Fallback::Unexpected("encoding"));
+    let enc = |r: Result<String, WriteError>| r.map_err(|_| Fallback::Unexpected("encoding"));
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
     for id in &rows.intent_order {
         let Some((insert, pi)) = rows.intents.remove(id) else { continue };
-        let row = json!([pi.id, pi.merchant, pi.created, pi.version, pi.status.as_str(), enc(serde_json::to_string(&pi))?]);
-        if insert { inserts.push(row) } else { updates.push(row) }
+        let version = i64::try_from(pi.version).map_err(|_| Fallback::Unexpected("intent version"))?;
+        let data = enc(encode(&pi))?;
+        if insert {
+            inserts.push(vec![pi.id.into(), pi.merchant.into(), pi.created.into(), version.into(), pi.status.as_str().into(), data.into()]);
+        } else {
+            updates.push(vec![pi.id.into(), pi.merchant.into(), version.into(), pi.status.as_str().into(), data.into()]);
+        }
     }
     let mut charges = Vec::new();
     for id in &rows.charge_order {
         if let Some(c) = rows.charges.remove(id) {
-            charges.push(json!([c.id, c.merchant, c.created, enc(serde_json::to_string(&c))?]));
+            let data = enc(encode(&c))?;
+            charges.push(vec![c.id.into(), c.merchant.into(), c.created.into(), data.into()]);
         }
     }
-    let keys: Vec<Value> = rows.idempotency_order.iter().filter_map(|k| rows.idempotency.remove(k)).collect();
+    let keys: Vec<Vec<Arg>> = rows.idempotency_order.iter().filter_map(|k| rows.idempotency.remove(k)).collect();
 
+    run(conn, "INSERT INTO payment_methods (id, merchant_id, created, data) VALUES ", "", 4, rows.payment_methods, "payment_methods").await?;
     run(
         conn,
-        "INSERT INTO payment_methods (id, merchant_id, created, data) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j ORDER BY j.key",
-        rows.payment_methods,
-        "payment_methods",
-    )
-    .await?;
-    run(
-        conn,
-        "INSERT INTO payment_intents (id, merchant_id, created, version, status, data) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5 \
-         FROM json_each(?1) AS j ORDER BY j.key",
+        "INSERT INTO payment_intents (id, merchant_id, created, version, status, data) VALUES ",
+        "",
+        6,
         inserts,
         "payment_intents insert",
     )
     .await?;
     run(
         conn,
-        "UPDATE payment_intents SET version = j.value ->> 3, status = j.value ->> 4, data = j.value ->> 5 \
-         FROM json_each(?1) AS j WHERE payment_intents.id = j.value ->> 0 AND payment_intents.merchant_id = j.value ->> 1",
+        "UPDATE payment_intents SET version = v.column3, status = v.column4, data = v.column5 FROM (VALUES ",
+        ") AS v WHERE payment_intents.id = v.column1 AND payment_intents.merchant_id = v.column2",
+        5,
         updates,
         "payment_intents update",
     )
     .await?;
     run(
         conn,
-        "INSERT INTO charges (id, merchant_id, created, data) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j WHERE true ORDER BY j.key \
-         ON CONFLICT (id) DO UPDATE SET data = excluded.data WHERE charges.merchant_id = excluded.merchant_id",
+        "INSERT INTO charges (id, merchant_id, created, data) VALUES ",
+        " ON CONFLICT (id) DO UPDATE SET data = excluded.data WHERE charges.merchant_id = excluded.merchant_id",
+        4,
         charges,
         "charges",
     )
     .await?;
+    run(conn, "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) VALUES ", "", 6, rows.refunds, "refunds").await?;
     run(
         conn,
-        "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5 \
-         FROM json_each(?1) AS j ORDER BY j.key",
-        rows.refunds,
-        "refunds",
-    )
-    .await?;
-    run(
-        conn,
-        "INSERT INTO ledger_entries (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, \
-                j.value ->> 7, j.value ->> 8 \
-         FROM json_each(?1) AS j ORDER BY j.key",
+        "INSERT INTO ledger_entries (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) VALUES ",
+        "",
+        9,
         rows.ledger,
         "ledger_entries",
     )
     .await?;
     run(
         conn,
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) \
-         SELECT j.value ->> 0, j.value ->> 1, unhex(j.value ->> 2), j.value ->> 3, unhex(j.value ->> 4), j.value ->> 5 \
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key \
-         ON CONFLICT (merchant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, \
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) VALUES ",
+        " ON CONFLICT (merchant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, \
            body = excluded.body, created = excluded.created",
+        6,
         keys,
         "idempotency_keys",
     )

@@ -100,6 +100,13 @@ pub struct SqliteOptions {
     pub writer_cache_kib: u32,
     /// Page cache of each reader connection, in KiB. Default 16 MiB.
     pub reader_cache_kib: u32,
+    /// How often a background connection copies the WAL back into the database
+    /// (a PASSIVE checkpoint, which never blocks the writer). Default 250 ms.
+    pub checkpoint_interval: Duration,
+    /// WAL pages past which the writer checkpoints by itself, on its own commit path: a
+    /// backstop that bounds the WAL should the background checkpointer fall behind. Default
+    /// 16384 pages (64 MiB).
+    pub wal_autocheckpoint_pages: u32,
 }
 
 impl Default for SqliteOptions {
@@ -111,6 +118,8 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             writer_cache_kib: 64 * 1024,
             reader_cache_kib: 16 * 1024,
+            checkpoint_interval: Duration::from_millis(250),
+            wal_autocheckpoint_pages: 16_384,
         }
     }
 }
@@ -156,6 +165,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     jobs: mpsc::Sender<Job>,
     writer: JoinHandle<()>,
+    /// The checkpointer stops once this is dropped (it holds only a `Weak`).
+    _alive: Arc<()>,
     queue_max: usize,
     counters: Arc<Counters>,
     pragmas: SqlitePragmas,
@@ -200,6 +211,7 @@ impl SqliteStore {
             "PRAGMA foreign_keys = ON".to_string(),
             format!("PRAGMA busy_timeout = {busy_ms}"),
             format!("PRAGMA cache_size = -{}", opts.writer_cache_kib),
+            format!("PRAGMA wal_autocheckpoint = {}", opts.wal_autocheckpoint_pages),
         ] {
             sqlx::query(&pragma).execute(&mut conn).await?;
         }
@@ -238,13 +250,17 @@ impl SqliteStore {
             );
         }
 
+        let alive = Arc::new(());
+        let checkpoint_conn = SqliteConnection::connect_with(&writer_opts).await?;
+        tokio::spawn(checkpoint_loop(checkpoint_conn, opts.checkpoint_interval, Arc::downgrade(&alive)));
+
         let (jobs, rx) = mpsc::channel(queue_max);
         let counters = Arc::new(Counters::default());
         let writer = Writer { conn, rx, batch_max, counters: counters.clone(), purges: VecDeque::new() };
         let writer = tokio::spawn(writer.run());
         info!(writer_queue_max = queue_max, batch_max, "sqlite group-commit writer started");
 
-        Ok(SqliteStore { path, readers, jobs, writer, queue_max, counters, pragmas })
+        Ok(SqliteStore { path, readers, jobs, writer, _alive: alive, queue_max, counters, pragmas })
     }
 
     /// The database file.
@@ -260,7 +276,8 @@ impl SqliteStore {
     /// Closes the readers, lets the writer finish every queued batch, and waits until its
     /// connection is closed.
     pub async fn close(self) {
-        let SqliteStore { readers, jobs, writer, .. } = self;
+        let SqliteStore { readers, jobs, writer, _alive, .. } = self;
+        drop(_alive);
         readers.close().await;
         drop(jobs);
         if let Err(e) = writer.await {
@@ -386,6 +403,25 @@ fn check_pragmas(who: &str, p: &SqlitePragmas, busy_ms: i64) -> Result<(), Store
             .into(),
         )))
     }
+}
+
+/// Copies committed WAL frames back into the database off the writer's commit path, so a
+/// commit never waits for a checkpoint's writes and fsync (SQLite's automatic checkpoint runs
+/// inside the commit that crosses the threshold: a latency spike every few hundred payments).
+/// PASSIVE: it copies what no reader still needs and never blocks the writer.
+async fn checkpoint_loop(mut conn: SqliteConnection, every: Duration, alive: std::sync::Weak<()>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+            debug!(error = %e, "background checkpoint failed; the next tick retries");
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// The writer task: owns the only writing connection.

@@ -20,7 +20,7 @@ struct Log {
 }
 
 fn body_for(n: usize) -> String {
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         format!("amount={}&currency=usd&payment_method=pm_card_visa&confirm=true&capture_method=manual", 100 + n)
     } else {
         format!("amount={}&currency=usd&payment_method=pm_card_visa&confirm=true", 100 + n)

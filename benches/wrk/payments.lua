@@ -1,0 +1,32 @@
+-- wrk script: every request creates and confirms a payment (automatic capture) with its own
+-- Idempotency-Key. Set PAYWARDEN_KEY in the environment.
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  key = os.getenv("PAYWARDEN_KEY")
+  prefix = string.format("bench-%d-%d-", os.time(), thread_id)
+end
+
+function request()
+  counter = counter + 1
+  local headers = {
+    ["Authorization"] = "Bearer " .. key,
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Idempotency-Key"] = prefix .. counter,
+  }
+  local body = "amount=" .. (1000 + counter % 5000) .. "&currency=usd&payment_method=pm_card_visa&confirm=true"
+  return wrk.format("POST", "/v1/payment_intents", headers, body)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    io.stderr:write("unexpected status " .. status .. "\n")
+  end
+end
