@@ -4,6 +4,7 @@ mod auth;
 mod card_data;
 mod declines;
 mod idempotency;
+mod limits;
 mod lists;
 mod routes;
 mod state;

@@ -133,8 +133,12 @@ impl Harness {
     }
 
     pub async fn with(latency: Duration, cfg: ApiConfig) -> Harness {
+        Harness::with_store(latency, cfg, SqliteOptions::default()).await
+    }
+
+    pub async fn with_store(latency: Duration, cfg: ApiConfig, opts: SqliteOptions) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).await.expect("open store");
+        let store = SqliteStore::open(dir.path(), opts).await.expect("open store");
         let app = App::new(Arc::new(store), Arc::new(sandbox(latency)), cfg);
         let router = router(app.clone());
         let mut h = Harness { dir, app, router, merchant: String::new(), key: String::new() };
