@@ -14,7 +14,7 @@ CONNS=${2:-32}
 command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
 command -v oha >/dev/null || { echo "install oha: cargo install oha" >&2; exit 1; }
 
-cargo build --release -q -p paywarden
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p paywarden
 BIN=target/release/paywarden
 DATA=$(mktemp -d)
 OUT=$(mktemp)

@@ -43,6 +43,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub mod error;
+pub mod faults;
 pub mod openapi;
 pub mod params;
 pub mod wire;
@@ -68,6 +69,8 @@ pub struct ApiConfig {
     pub intent_lock_stripes: usize,
     /// Re-runs of an operation that lost a write race to another process.
     pub write_conflict_retries_max: u32,
+    /// Injected faults (`serve --fault`); none by default.
+    pub faults: Vec<faults::Fault>,
 }
 
 impl Default for ApiConfig {
@@ -81,6 +84,7 @@ impl Default for ApiConfig {
             api_key_cache_ttl: Duration::from_secs(60),
             intent_lock_stripes: 1024,
             write_conflict_retries_max: 3,
+            faults: Vec::new(),
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct App {
     keys: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
     in_flight: Mutex<HashSet<(String, String)>>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    faults: faults::Faults,
 }
 
 /// Unix seconds now; the API is the edge where wall-clock time enters.
@@ -135,11 +140,13 @@ struct Outcome {
     status: StatusCode,
     body: Vec<u8>,
     batch: WriteBatch,
+    /// The acquirer approved a payment (it is authorized or captured once this is durable).
+    confirmed: bool,
 }
 
 impl Outcome {
     fn ok(object: &impl Serialize, batch: WriteBatch) -> Outcome {
-        Outcome { status: StatusCode::OK, body: json(object), batch }
+        Outcome { status: StatusCode::OK, body: json(object), batch, confirmed: false }
     }
 }
 
@@ -155,6 +162,13 @@ enum PostOp {
     CaptureIntent(String),
     CancelIntent(String),
     CreateRefund,
+}
+
+impl PostOp {
+    /// A request on a PaymentIntent: what `--fault errors` and `--fault latency` act on.
+    fn is_payment(&self) -> bool {
+        !matches!(self, PostOp::CreatePaymentMethod | PostOp::CreateRefund)
+    }
 }
 
 enum GetOp {
@@ -184,9 +198,11 @@ impl Drop for InFlight<'_> {
 impl App {
     pub fn new(store: Arc<dyn Store>, acquirer: Arc<dyn Connector>, cfg: ApiConfig) -> Arc<App> {
         let locks = (0..cfg.intent_lock_stripes.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
+        let faults = faults::Faults::new(&cfg.faults);
         Arc::new(App {
             store,
             acquirer,
+            faults,
             cfg,
             keys: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -196,6 +212,10 @@ impl App {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn faults(&self) -> &faults::Faults {
+        &self.faults
     }
 
     fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
@@ -242,6 +262,14 @@ impl App {
     async fn post_inner(&self, op: PostOp, req: Request) -> Result<Response, ApiError> {
         let (parts, body) = req.into_parts();
         let merchant = self.authenticate(&parts.headers).await?;
+        if op.is_payment() && self.faults.before_payment_request().await {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorType::ApiError,
+                Some("injected_fault"),
+                "paywarden answered with an injected fault (serve --fault errors=RATE); nothing was read or written.",
+            ));
+        }
         let bytes = read_body(body, self.cfg.body_bytes_max).await?;
         let params = parse_body(&parts.headers, &bytes)?;
         let idem_key = idempotency_key(&parts.headers, self.cfg.idempotency_key_chars_max)?;
@@ -282,7 +310,12 @@ impl App {
                 });
             }
             match self.store.write(out.batch).await {
-                Ok(()) => return Ok(respond(out.status, out.body, false)),
+                Ok(()) => {
+                    if out.confirmed {
+                        self.faults.after_confirmed_payment();
+                    }
+                    return Ok(respond(out.status, out.body, false));
+                }
                 Err(WriteError::Conflict(ConflictKind::IntentVersion)) if attempt < self.cfg.write_conflict_retries_max => {
                     attempt += 1;
                     continue;
@@ -467,14 +500,14 @@ impl App {
             batch.push(Write::Postings(confirmed.postings));
         }
         match declined {
-            None => Ok(Outcome::ok(&object, batch)),
+            None => Ok(Outcome { confirmed: true, ..Outcome::ok(&object, batch) }),
             Some(d) => {
                 let mut e = ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, Some(&d.code), d.message.clone());
                 e.decline_code = d.decline_code.clone();
                 e.charge = Some(d.charge.clone());
                 e.payment_method = Some(serde_json::json!({"id": d.payment_method, "object": "payment_method"}));
                 e.payment_intent = serde_json::to_value(&object).ok();
-                Ok(Outcome { status: e.status, body: e.body(), batch })
+                Ok(Outcome { status: e.status, body: e.body(), batch, confirmed: false })
             }
         }
     }

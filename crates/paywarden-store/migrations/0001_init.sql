@@ -2,7 +2,9 @@
 -- paywarden-core struct (`data`); the columns beside it are the ones queries filter or
 -- order on. `seq` (AUTOINCREMENT, so never reused) orders lists newest first and backs the
 -- pagination cursors. Tables are STRICT: a value of the wrong type is an error, not a
--- silent conversion.
+-- silent conversion. Tables looked up only by their key (ledger entries, idempotency
+-- records) are WITHOUT ROWID: one B-tree instead of a table plus a key index, so a group
+-- commit writes fewer pages.
 
 CREATE TABLE merchants (
     id      TEXT PRIMARY KEY NOT NULL,
@@ -72,7 +74,7 @@ CREATE TABLE ledger_entries (
     kind           TEXT NOT NULL,
     created        INTEGER NOT NULL,
     PRIMARY KEY (posting_id, leg)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX ledger_entries_payment_intent ON ledger_entries (payment_intent);
 
 CREATE TABLE idempotency_keys (
@@ -83,5 +85,5 @@ CREATE TABLE idempotency_keys (
     body         BLOB NOT NULL,
     created      INTEGER NOT NULL,
     PRIMARY KEY (merchant_id, key)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created);

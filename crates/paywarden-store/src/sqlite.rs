@@ -541,8 +541,8 @@ impl Writer {
     async fn purge_step(&mut self) {
         let Some(job) = self.purges.front_mut() else { return };
         let result = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE rowid IN \
-             (SELECT rowid FROM idempotency_keys WHERE created < ?1 LIMIT ?2)",
+            "DELETE FROM idempotency_keys WHERE (merchant_id, key) IN \
+             (SELECT merchant_id, key FROM idempotency_keys WHERE created < ?1 LIMIT ?2)",
         )
         .bind(job.before)
         .bind(PURGE_CHUNK_ROWS)

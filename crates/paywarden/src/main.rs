@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use paywarden_acquirer::{SandboxAcquirer, SandboxConfig};
+use paywarden_api::faults::Fault;
 use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
@@ -64,6 +65,11 @@ struct ServeArgs {
     /// Largest request body, in bytes; past it, 413.
     #[arg(long, default_value_t = ApiConfig::default().body_bytes_max)]
     body_bytes_max: usize,
+    /// Inject a fault, for tests and drills: leak=BYTES (kept on every confirmed payment),
+    /// errors=RATE (that fraction of payment requests answered 500), latency=DURATION.
+    /// Repeatable; off unless named.
+    #[arg(long = "fault", value_name = "KIND=VALUE")]
+    faults: Vec<Fault>,
 }
 
 #[derive(Subcommand)]
@@ -202,7 +208,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         first_key = Some(create_key(&store, "default").await?.1);
     }
     let acquirer = SandboxAcquirer::new(SandboxConfig { latency: args.acquirer_latency, fingerprint_key: key });
-    let cfg = ApiConfig { body_bytes_max: args.body_bytes_max, ..ApiConfig::default() };
+    for f in &args.faults {
+        tracing::warn!(fault = %f, "FAULT INJECTION ACTIVE: this instance misbehaves on purpose");
+    }
+    let cfg = ApiConfig { body_bytes_max: args.body_bytes_max, faults: args.faults.clone(), ..ApiConfig::default() };
     let ttl = cfg.idempotency_ttl_s;
     let app = App::new(store.clone(), Arc::new(acquirer), cfg);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -223,6 +232,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!(%addr, data_dir = %args.data_dir.display(), acquirer = "sandbox", "paywarden serving");
     println!("paywarden listening on http://{addr}");
+    for f in &args.faults {
+        println!("fault injected: {f}");
+    }
     if let Some(k) = first_key {
         println!("test secret key for merchant 'default' (shown once): {k}");
     }

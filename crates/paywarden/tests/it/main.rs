@@ -2,6 +2,7 @@
 //! 0), a fresh data dir each.
 
 mod crash;
+mod faults;
 mod sdk;
 mod server;
 
