@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 
 pub mod error;
 pub mod faults;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod wire;
@@ -97,6 +98,7 @@ pub struct App {
     in_flight: Mutex<HashSet<(String, String)>>,
     locks: Vec<tokio::sync::Mutex<()>>,
     faults: faults::Faults,
+    metrics: metrics::Metrics,
 }
 
 /// Unix seconds now; the API is the edge where wall-clock time enters.
@@ -199,10 +201,20 @@ impl App {
     pub fn new(store: Arc<dyn Store>, acquirer: Arc<dyn Connector>, cfg: ApiConfig) -> Arc<App> {
         let locks = (0..cfg.intent_lock_stripes.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
         let faults = faults::Faults::new(&cfg.faults);
+        let metrics = metrics::Metrics::new();
+        for f in faults.active() {
+            let (name, value) = match f {
+                faults::Fault::Leak { bytes } => ("leak", bytes as f64),
+                faults::Fault::Errors { rate } => ("errors", rate),
+                faults::Fault::Latency { delay } => ("latency", delay.as_secs_f64()),
+            };
+            metrics.faults.get_or_create(&metrics::FaultLabels { fault: name.to_string() }).set(value);
+        }
         Arc::new(App {
             store,
             acquirer,
             faults,
+            metrics,
             cfg,
             keys: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -216,6 +228,23 @@ impl App {
 
     pub fn faults(&self) -> &faults::Faults {
         &self.faults
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Refreshes the gauges read at scrape time and renders every metric.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.resident.set(metrics::resident_bytes() as i64);
+        let st = self.store.stats();
+        m.component("writer_queue", st.writer_queue_len, st.writer_queue_max);
+        let in_flight = self.in_flight.lock().map(|s| s.len()).unwrap_or(0);
+        m.component("idempotency_in_flight", in_flight, self.cfg.idempotency_in_flight_max);
+        let keys = self.keys.lock().map(|k| k.len()).unwrap_or(0);
+        m.component("api_key_cache", keys, self.cfg.api_key_cache_max);
+        m.encode()
     }
 
     fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
@@ -253,10 +282,15 @@ impl App {
     }
 
     async fn post(self: Arc<Self>, op: PostOp, req: Request) -> Response {
-        match self.post_inner(op, req).await {
+        let payment = op.is_payment();
+        let res = match self.post_inner(op, req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
+        };
+        if payment {
+            self.metrics.payment(res.status().as_u16());
         }
+        res
     }
 
     async fn post_inner(&self, op: PostOp, req: Request) -> Result<Response, ApiError> {
@@ -932,6 +966,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.render_metrics()).into_response()
+}
+
+/// Counts and times every request by its route template (never the raw path: bounded labels).
+async fn track(State(app): State<Arc<App>>, req: Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let m = &app.metrics;
+    m.http_duration.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+    m.http_requests.get_or_create(&metrics::HttpLabels { route, status: res.status().as_str().to_string() }).inc();
+    res
+}
+
 /// An id in the URL that axum cannot decode (not UTF-8): Stripe's 404, not axum's plain-text 400.
 fn bad_path_id(e: PathRejection) -> Response {
     ApiError::new(
@@ -973,6 +1026,7 @@ macro_rules! get_by_id {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_endpoint))
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/payment_methods",
@@ -999,6 +1053,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)
         .layer(axum::middleware::map_response(request_id))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }
 

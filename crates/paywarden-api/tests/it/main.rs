@@ -5,6 +5,7 @@ mod card_data;
 mod declines;
 mod idempotency;
 mod limits;
+mod metrics;
 mod lists;
 mod routes;
 mod state;
