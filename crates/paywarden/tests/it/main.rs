@@ -3,6 +3,7 @@
 
 mod crash;
 mod faults;
+mod prometheus;
 mod sdk;
 mod server;
 
