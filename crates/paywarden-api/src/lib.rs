@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,10 @@ pub struct ApiConfig {
     pub write_conflict_retries_max: u32,
     /// Injected faults (`serve --fault`); none by default.
     pub faults: Vec<faults::Fault>,
+    /// A memory guard sets the heap and leak gauges: register them on `/metrics`.
+    pub memory_metrics: bool,
+    /// Bearer token for `/admin/*`; with none, the admin endpoints are off (404).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +91,8 @@ impl Default for ApiConfig {
             intent_lock_stripes: 1024,
             write_conflict_retries_max: 3,
             faults: Vec::new(),
+            memory_metrics: false,
+            admin_token: None,
         }
     }
 }
@@ -99,7 +106,14 @@ pub struct App {
     locks: Vec<tokio::sync::Mutex<()>>,
     faults: faults::Faults,
     metrics: metrics::Metrics,
+    /// Work done, for the memory guard's bytes-per-request and bytes-per-payment.
+    requests_total: AtomicU64,
+    payments_total: AtomicU64,
+    leak_report: std::sync::OnceLock<LeakReport>,
 }
+
+/// Renders the memory guard's leak report (JSON with a `state` field).
+pub type LeakReport = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Unix seconds now; the API is the edge where wall-clock time enters.
 pub fn now() -> i64 {
@@ -201,7 +215,7 @@ impl App {
     pub fn new(store: Arc<dyn Store>, acquirer: Arc<dyn Connector>, cfg: ApiConfig) -> Arc<App> {
         let locks = (0..cfg.intent_lock_stripes.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
         let faults = faults::Faults::new(&cfg.faults);
-        let metrics = metrics::Metrics::new();
+        let metrics = metrics::Metrics::new(cfg.memory_metrics);
         for f in faults.active() {
             let (name, value) = match f {
                 faults::Fault::Leak { bytes } => ("leak", bytes as f64),
@@ -215,6 +229,9 @@ impl App {
             acquirer,
             faults,
             metrics,
+            requests_total: AtomicU64::new(0),
+            payments_total: AtomicU64::new(0),
+            leak_report: std::sync::OnceLock::new(),
             cfg,
             keys: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -232,6 +249,33 @@ impl App {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics
+    }
+
+    /// Cumulative (requests, confirmed payments) served: the memory guard's work counters.
+    pub fn work_counters(&self) -> (u64, u64) {
+        (self.requests_total.load(Ordering::Relaxed), self.payments_total.load(Ordering::Relaxed))
+    }
+
+    /// Installs the leak report served at `GET /admin/memory/leak-report` (once).
+    pub fn set_leak_report(&self, report: LeakReport) {
+        let _ = self.leak_report.set(report);
+    }
+
+    /// Admin endpoints take the admin token, never a merchant key; without a configured
+    /// token they do not exist.
+    fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.cfg.admin_token else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, Some("resource_missing"), "Admin endpoints are off: start serve with --admin-token or PAYWARDEN_ADMIN_TOKEN."));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if given.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes())) {
+            return Err(ApiError::unauthorized("Admin endpoints need 'Authorization: Bearer ADMIN_TOKEN' (the admin token, not a merchant key)."));
+        }
+        Ok(())
     }
 
     /// Refreshes the gauges read at scrape time and renders every metric.
@@ -346,6 +390,7 @@ impl App {
             match self.store.write(out.batch).await {
                 Ok(()) => {
                     if out.confirmed {
+                        self.payments_total.fetch_add(1, Ordering::Relaxed);
                         self.faults.after_confirmed_payment();
                     }
                     return Ok(respond(out.status, out.body, false));
@@ -966,6 +1011,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+async fn leak_report(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.admin(&headers) {
+        return e.into_response();
+    }
+    match app.leak_report.get() {
+        Some(report) => axum::Json(report()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, Some("resource_missing"), "This instance runs no memory guard.").into_response(),
+    }
+}
+
 async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.render_metrics()).into_response()
 }
@@ -979,6 +1034,7 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: axum::middleware
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
     let res = next.run(req).await;
+    app.requests_total.fetch_add(1, Ordering::Relaxed);
     let m = &app.metrics;
     m.http_duration.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
     m.http_requests.get_or_create(&metrics::HttpLabels { route, status: res.status().as_str().to_string() }).inc();
@@ -1027,6 +1083,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
+        .route("/admin/memory/leak-report", get(leak_report))
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/payment_methods",

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     pub payments: Family<OutcomeLabels, Counter>,
     pub resident: Gauge,
+    /// Set by the memory guard's sampler (see `paywarden serve`).
+    pub heap_allocated: Gauge,
+    pub heap_resident: Gauge,
+    pub memory_limit: Gauge,
+    pub leak_state: Gauge,
+    pub heap_growth: Gauge<f64, AtomicU64>,
     pub component_length: Family<ComponentLabels, Gauge>,
     pub component_limit: Family<ComponentLabels, Gauge>,
     pub faults: Family<FaultLabels, Gauge<f64, AtomicU64>>,
@@ -61,13 +67,20 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `memory`: register the heap and leak gauges (only when a memory guard sets them, so
+    /// no series reports a zero that means "not measured").
+    pub fn new(memory: bool) -> Metrics {
         let mut registry = Registry::with_labels([(Cow::Borrowed("version"), Cow::Borrowed(VERSION))].into_iter());
         let m = Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             payments: Family::default(),
             resident: Gauge::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
+            memory_limit: Gauge::default(),
+            leak_state: Gauge::default(),
+            heap_growth: Gauge::default(),
             component_length: Family::default(),
             component_limit: Family::default(),
             faults: Family::default(),
@@ -85,6 +98,17 @@ impl Metrics {
             m.payments.clone(),
         );
         registry.register("process_resident_memory_bytes", "Resident set size of the process", m.resident.clone());
+        if memory {
+            registry.register("paywarden_heap_allocated_bytes", "Bytes allocated by the application (jemalloc stats.allocated)", m.heap_allocated.clone());
+            registry.register("paywarden_heap_resident_bytes", "Bytes in physically resident allocator pages (jemalloc stats.resident)", m.heap_resident.clone());
+            registry.register("memguard_leak_state", "Leak detector state: 0 ok, 1 suspect, 2 leaking", m.leak_state.clone());
+            registry.register(
+                "memguard_heap_growth_bytes_per_second",
+                "Robust (Theil-Sen) trend of allocated heap over the detector's window",
+                m.heap_growth.clone(),
+            );
+            registry.register("paywarden_memory_limit_bytes", "The memory limit leak forecasts are judged against (--memory-limit)", m.memory_limit.clone());
+        }
         registry.register("paywarden_component_length", "Items held by a bounded structure", m.component_length.clone());
         registry.register("paywarden_component_limit", "The limit of that bounded structure", m.component_limit.clone());
         registry.register("paywarden_fault_injected", "Faults injected with serve --fault (value: bytes per payment, error rate, or seconds of latency)", m.faults.clone());
@@ -122,7 +146,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(false)
     }
 }
 

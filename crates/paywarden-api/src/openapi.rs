@@ -179,6 +179,12 @@ pub fn healthz() {}
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics (OpenMetrics text); every series has a version label", content_type = "application/openmetrics-text", body = String)))]
 pub fn metrics() {}
 
+#[utoipa::path(get, path = "/admin/memory/leak-report", responses(
+    (status = 200, description = "The memory guard's verdict: JSON with state (ok, suspect or leaking), rates, confidence, time to exhaustion", content_type = "application/json"),
+    (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
+    (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope)))]
+pub fn leak_report() {}
+
 /// Stripe's cursor pagination; newest first.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -198,7 +204,7 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, metrics
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, metrics, leak_report
     ),
     components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
 )]

@@ -1,5 +1,6 @@
 //! Integration tests of paywarden's HTTP API, driven in-process through the axum router.
 
+mod admin;
 mod auth;
 mod card_data;
 mod declines;
