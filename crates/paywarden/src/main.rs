@@ -16,6 +16,11 @@ use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
+/// jemalloc: its statistics feed the memory guard, and its sampling heap profiler (compiled
+/// in, see issue 3) names leaking allocation sites.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "paywarden", version, about = "A Stripe-compatible payment gateway that cannot be taken down by its own deploys.")]
 struct Cli {
