@@ -9,8 +9,8 @@
 //! nothing and allocates nothing after construction: the caller takes a [`Sample`] (from
 //! jemalloc's `stats.allocated`, the process's RSS and its own request counters) once a second
 //! and passes it in. Any Rust service — a tokio service samples from an interval task — can
-//! use it; paywarden samples jemalloc. (Sampling, `/metrics`, alert delivery and heap-profile
-//! diffs live elsewhere.)
+//! use it; paywarden samples jemalloc. The I/O half is the optional `sampler` module (feature
+//! `sampler`): a tokio task that reads jemalloc and the RSS every second and feeds the detector.
 //!
 //! ```
 //! use memguard::{LeakConfig, LeakDetector, LeakState, Sample, WorkCounter};
@@ -175,6 +175,8 @@
 pub mod burn;
 pub mod leak;
 pub mod ring;
+#[cfg(feature = "sampler")]
+pub mod sampler;
 pub mod stats;
 
 pub use burn::{AlertState, BurnRateAlert, BurnRateConfig, BurnRateStatus, WindowRate};

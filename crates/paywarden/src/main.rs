@@ -75,6 +75,16 @@ struct ServeArgs {
     /// Repeatable; off unless named.
     #[arg(long = "fault", value_name = "KIND=VALUE")]
     faults: Vec<Fault>,
+    /// Memory the leak detector forecasts exhaustion against, in bytes. Default: the cgroup's
+    /// limit, else physical memory.
+    #[arg(long)]
+    memory_limit: Option<u64>,
+    /// How often the memory guard samples the heap and the RSS.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    memory_sample_interval: Duration,
+    /// Bearer token for /admin/* (leak report); without one, admin endpoints are off.
+    #[arg(long, env = "PAYWARDEN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -216,9 +226,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for f in &args.faults {
         tracing::warn!(fault = %f, "FAULT INJECTION ACTIVE: this instance misbehaves on purpose");
     }
-    let cfg = ApiConfig { body_bytes_max: args.body_bytes_max, faults: args.faults.clone(), ..ApiConfig::default() };
+    if args.memory_sample_interval.is_zero() {
+        bail!("--memory-sample-interval must be above zero, e.g. 1s");
+    }
+    if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        bail!("--admin-token must be at least 16 characters");
+    }
+    let cfg = ApiConfig {
+        body_bytes_max: args.body_bytes_max,
+        faults: args.faults.clone(),
+        memory_metrics: true,
+        admin_token: args.admin_token.clone(),
+        ..ApiConfig::default()
+    };
     let ttl = cfg.idempotency_ttl_s;
     let app = App::new(store.clone(), Arc::new(acquirer), cfg);
+    start_memory_guard(&app, args.memory_limit, args.memory_sample_interval)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
 
@@ -246,6 +269,48 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("paywarden stopped");
+    Ok(())
+}
+
+/// Samples jemalloc and the RSS, feeds memguard's leak detector, and publishes the verdict on
+/// `/metrics` and at `/admin/memory/leak-report`.
+fn start_memory_guard(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> anyhow::Result<()> {
+    use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig};
+    let limit = limit.or_else(default_memory_limit_bytes);
+    let mut config = SamplerConfig { interval, ..SamplerConfig::default() };
+    config.detector.memory_limit_bytes = limit;
+    if let Some(l) = limit {
+        app.metrics().memory_limit.set(i64::try_from(l).unwrap_or(i64::MAX));
+    }
+    let counters = app.clone();
+    let gauges = app.clone();
+    let guard = MemoryGuard::spawn(config, Arc::new(move || counters.work_counters()), move |reading, a| {
+        let m = gauges.metrics();
+        m.heap_allocated.set(i64::try_from(reading.allocated_bytes).unwrap_or(i64::MAX));
+        m.heap_resident.set(i64::try_from(reading.resident_bytes).unwrap_or(i64::MAX));
+        m.leak_state.set(i64::from(a.state.level()));
+        m.heap_growth.set(a.bytes_per_second);
+    })
+    .map_err(|e| anyhow::anyhow!("memory guard: {e}"))?;
+    app.set_leak_report(Box::new(move || match guard.snapshot() {
+        Some(s) => serde_json::json!({
+            "state": s.assessment.map(|a| a.state.as_str()).unwrap_or("ok"),
+            "assessment": s.assessment.map(|a| serde_json::json!({
+                "state": a.state.as_str(),
+                "summary": a.to_string(),
+                "bytes_per_work": a.bytes_per_work,
+                "bytes_per_second": a.bytes_per_second,
+                "confidence": a.confidence,
+                "time_to_exhaustion_s": a.time_to_exhaustion_s,
+                "window_samples": a.window_samples,
+            })),
+            "memory": s.reading,
+            "memory_limit_bytes": limit,
+            "samples": s.samples,
+        }),
+        None => serde_json::json!({"state": "ok", "samples": 0}),
+    }));
+    tracing::info!(memory_limit_bytes = ?limit, interval_ms = interval.as_millis() as u64, "memory guard sampling");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod crash;
 mod faults;
+mod memory;
 mod prometheus;
 mod sdk;
 mod server;
