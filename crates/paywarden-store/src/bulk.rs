@@ -183,14 +183,7 @@ fn check(batch: &WriteBatch, known: &Known) -> Result<(), WriteError> {
             }
             Write::Postings(ps) => {
                 for p in ps {
-                    let sum: i128 = p.legs.iter().map(|l| l.amount as i128).sum();
-                    if sum != 0 || p.legs.len() < 2 {
-                        return Err(WriteError::Store(StoreError::Corrupt(format!(
-                            "refusing posting {}: {} leg(s) summing to {sum}; a posting needs two or more legs summing to zero",
-                            p.id,
-                            p.legs.len()
-                        ))));
-                    }
+                    crate::sqlite::check_posting(p)?;
                 }
             }
             _ => {}

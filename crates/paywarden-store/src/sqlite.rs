@@ -722,8 +722,8 @@ async fn insert_refund(conn: &mut SqliteConnection, r: &Refund) -> Result<(), Wr
     Ok(())
 }
 
-async fn insert_posting(conn: &mut SqliteConnection, p: &Posting) -> Result<(), WriteError> {
-    // Posting::new checks this too; a posting built some other way must not reach the books.
+/// Posting::new checks this too; a posting built some other way must not reach the books.
+pub(crate) fn check_posting(p: &Posting) -> Result<(), WriteError> {
     let sum: i128 = p.legs.iter().map(|l| l.amount as i128).sum();
     if sum != 0 || p.legs.len() < 2 {
         return Err(WriteError::Store(StoreError::Corrupt(format!(
@@ -732,6 +732,11 @@ async fn insert_posting(conn: &mut SqliteConnection, p: &Posting) -> Result<(), 
             p.legs.len()
         ))));
     }
+    Ok(())
+}
+
+async fn insert_posting(conn: &mut SqliteConnection, p: &Posting) -> Result<(), WriteError> {
+    check_posting(p)?;
     for (i, leg) in p.legs.iter().enumerate() {
         sqlx::query(
             "INSERT INTO ledger_entries \
