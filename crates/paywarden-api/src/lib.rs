@@ -606,6 +606,13 @@ impl App {
         }
     }
 
+    /// The charge of an authorized or succeeded intent, which always has one.
+    async fn latest_charge_of_settled(&self, m: &Merchant, pi: &PaymentIntent) -> Result<Charge, ApiError> {
+        self.load_latest_charge(m, pi)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("{} is {} but its charge is missing", pi.id, pi.status.as_str())))
+    }
+
     async fn update_intent(&self, m: &Merchant, id: &str, mut p: Params) -> Result<Outcome, ApiError> {
         let amount = p.amount("amount")?;
         let currency = p.currency("currency")?;
@@ -646,8 +653,8 @@ impl App {
         p.finish()?;
         let _lock = self.lock_for(id).lock().await;
         let pi = self.load_intent(m, id).await?;
-        // A missing charge can only mean a state without one; the state machine words the refusal.
-        let charge = self.load_latest_charge(m, &pi).await?.unwrap_or_else(|| placeholder_charge(&pi));
+        pi.can_capture().map_err(state_error)?;
+        let charge = self.latest_charge_of_settled(m, &pi).await?;
         let (next, charge, postings) = pi.capture(amount, &charge, now).map_err(state_error)?;
         let auth = charge.authorization.clone().unwrap_or_default();
         self.acquirer.capture(&auth, charge.amount_captured, pi.currency).await.map_err(acquirer_error)?;
@@ -716,10 +723,8 @@ impl App {
                 format!("Charge {ch} is a failed attempt with nothing to refund; refund payment_intent={pi_id} (its latest charge) instead."),
             ));
         }
-        let charge = match self.load_latest_charge(m, &pi).await? {
-            Some(c) => c,
-            None => placeholder_charge(&pi),
-        };
+        pi.can_refund().map_err(state_error)?;
+        let charge = self.latest_charge_of_settled(m, &pi).await?;
         let (next, charge, refund, posting) =
             pi.refund(&charge, amount, new_id("re"), reason, metadata, now).map_err(state_error)?;
         let auth = charge.authorization.clone().unwrap_or_default();
@@ -793,26 +798,6 @@ impl App {
 
 fn payment_method_from(m: &Merchant, t: Tokenized, metadata: Metadata, now: i64) -> PaymentMethod {
     PaymentMethod { id: new_id("pm"), merchant: m.id.clone(), card: t.summary, acquirer_token: t.token, metadata, created: now }
-}
-
-/// Stands in for a missing charge so the state machine can word a refusal; never written.
-fn placeholder_charge(pi: &PaymentIntent) -> Charge {
-    Charge {
-        id: pi.latest_charge.clone().unwrap_or_else(|| "ch_none".into()),
-        merchant: pi.merchant.clone(),
-        payment_intent: pi.id.clone(),
-        payment_method: String::new(),
-        amount: pi.amount.get(),
-        currency: pi.currency,
-        status: paywarden_core::ChargeStatus::Failed,
-        captured: false,
-        amount_captured: 0,
-        amount_refunded: 0,
-        released: false,
-        authorization: None,
-        failure: None,
-        created: pi.created,
-    }
 }
 
 fn capture_method(p: &mut Params) -> Result<Option<CaptureMethod>, ApiError> {

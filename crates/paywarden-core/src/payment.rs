@@ -461,6 +461,22 @@ impl PaymentIntent {
         Ok(Confirmed { intent: next, charge, postings })
     }
 
+    /// Whether the intent may be captured now (before anyone loads its charge).
+    pub fn can_capture(&self) -> Result<(), StateError> {
+        self.expect("capture", "captured", &[Status::RequiresCapture])
+    }
+
+    /// Whether anything of the intent may be refunded now (before anyone loads its charge).
+    pub fn can_refund(&self) -> Result<(), StateError> {
+        if self.status != Status::Succeeded {
+            return Err(StateError::NothingToRefund { status: self.status });
+        }
+        if self.amount_received <= self.amount_refunded {
+            return Err(StateError::AlreadyRefunded { charge: self.latest_charge.clone().unwrap_or_default() });
+        }
+        Ok(())
+    }
+
     /// Captures `amount` (default: all) of an authorized intent; the uncaptured rest is
     /// released, as Stripe does: an intent is captured once.
     pub fn capture(
@@ -469,7 +485,7 @@ impl PaymentIntent {
         charge: &Charge,
         now: Timestamp,
     ) -> Result<(PaymentIntent, Charge, Vec<Posting>), StateError> {
-        self.expect("capture", "captured", &[Status::RequiresCapture])?;
+        self.can_capture()?;
         let capturable = self.amount_capturable;
         let take = amount.map(Amount::get).unwrap_or(capturable);
         if take > capturable {
@@ -527,13 +543,8 @@ impl PaymentIntent {
         metadata: Metadata,
         now: Timestamp,
     ) -> Result<(PaymentIntent, Charge, Refund, Posting), StateError> {
-        if self.status != Status::Succeeded {
-            return Err(StateError::NothingToRefund { status: self.status });
-        }
+        self.can_refund()?;
         let refundable = self.amount_received.checked_sub(self.amount_refunded).ok_or(StateError::Overflow)?;
-        if refundable == 0 {
-            return Err(StateError::AlreadyRefunded { charge: charge.id.clone() });
-        }
         let take = amount.map(Amount::get).unwrap_or(refundable);
         if take > refundable {
             return Err(StateError::RefundTooLarge { requested: take, refundable });
