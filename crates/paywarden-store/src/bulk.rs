@@ -5,9 +5,10 @@
 //! throughput. Here the writer first checks each batch against the stored state (intent
 //! versions, live idempotency keys, balanced postings) and against the batches before it in
 //! the group, in memory; a batch that fails is left out whole and answered with its error.
-//! Then every table gets one statement that inserts or updates all accepted rows at once from a
-//! JSON array (`json_each`). The statement count per group is constant, so a group of 64
-//! payments costs about what one did.
+//! Then every table gets one multi-row statement (`VALUES (?, ..), (?, ..)`, chunked under
+//! SQLite's bound-value limit) that inserts or updates all accepted rows at once; the two
+//! look-ups that feed the checks take their keys as one JSON array (`json_each`). The
+//! statement count per group is constant, so a group of 64 payments costs about what one did.
 //!
 //! Anything the checks did not foresee (a unique id that collides, a charge id owned by another
 //! merchant) makes a statement fail or change fewer rows than expected; the caller then rolls
@@ -211,7 +212,9 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, WriteError> {
     serde_json::to_string(v).map_err(|e| WriteError::Store(StoreError::Corrupt(format!("cannot encode: {e}"))))
 }
 
-/// Adds an accepted batch's rows. Encoding happens first, so a batch is staged whole or not at all.
+/// Adds an accepted batch's rows, whole or not at all: its payment methods and refunds are
+/// encoded before anything is staged. Intents and charges are encoded in [`write`], once per
+/// group for their last state; an encoding failure there sends the group to the slow path.
 fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     let mut pms = Vec::new();
     let mut refunds = Vec::new();
