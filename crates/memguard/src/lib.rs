@@ -172,11 +172,17 @@
 //! 0.5 % or 1 % (up to 10× the budget) it never fires — that slower burn is for a second,
 //! longer-window tier (Google's 6× over 6 h), not included here.
 
+pub mod alerts;
 pub mod burn;
 pub mod leak;
+#[cfg(feature = "sampler")]
+pub mod notify;
+#[cfg(feature = "profiler")]
+pub mod profiler;
 pub mod ring;
 #[cfg(feature = "sampler")]
 pub mod sampler;
+pub mod sites;
 pub mod stats;
 
 pub use burn::{AlertState, BurnRateAlert, BurnRateConfig, BurnRateStatus, WindowRate};

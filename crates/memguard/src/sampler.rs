@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::leak::{Assessment, LeakConfig, LeakDetector, Sample};
+use crate::leak::{Assessment, LeakConfig, LeakDetector, LeakState, Sample};
+use crate::sites::{SiteConfig, SiteReport};
 use crate::ConfigError;
 
 /// One reading of the allocator and the process.
@@ -77,20 +78,49 @@ pub struct SamplerConfig {
     /// Time between samples. Default 1 s.
     pub interval: Duration,
     pub detector: LeakConfig,
+    /// Time between the two heap profiles whose diff names the growing allocation sites.
+    /// Profiles are taken only while the detector's verdict is not `ok`. Default 10 s.
+    pub profile_window: Duration,
+    pub sites: SiteConfig,
+    /// The heap profiler; without one, the leak report has no sites.
+    #[cfg(feature = "profiler")]
+    pub profiler: Option<crate::profiler::HeapProfiler>,
 }
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { interval: Duration::from_secs(1), detector: LeakConfig::default() }
+        SamplerConfig {
+            interval: Duration::from_secs(1),
+            detector: LeakConfig::default(),
+            profile_window: Duration::from_secs(10),
+            sites: SiteConfig::default(),
+            #[cfg(feature = "profiler")]
+            profiler: None,
+        }
     }
 }
 
+/// The latest growing-sites report and when it was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct SitesView {
+    /// Milliseconds since the guard started, at the second profile.
+    pub at_ms: u64,
+    /// The detector's state when the report was made.
+    pub state: LeakState,
+    #[serde(flatten)]
+    pub report: SiteReport,
+}
+
 /// What the sampler last saw and concluded.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub reading: MemoryReading,
     pub assessment: Option<Assessment>,
     pub samples: u64,
+    /// Milliseconds since the guard started.
+    pub at_ms: u64,
+    /// The last diff of heap profiles, if the detector ever suspected a leak.
+    pub sites: Option<Arc<SitesView>>,
 }
 
 /// Cumulative work counters the service exposes to the sampler: (requests, payments).
@@ -110,20 +140,31 @@ impl MemoryGuard {
         work: WorkCounters,
         on_sample: impl Fn(&MemoryReading, &Assessment) + Send + 'static,
     ) -> Result<MemoryGuard, ConfigError> {
+        if config.interval.is_zero() {
+            return Err(ConfigError { field: "interval", problem: "must be above zero" });
+        }
+        if config.profile_window < config.interval {
+            return Err(ConfigError { field: "profile_window", problem: "must be at least one sampling interval" });
+        }
         let mut detector = LeakDetector::new(config.detector)?;
-        let state = Arc::new(Mutex::new(Snapshot { reading: read_memory(), assessment: None, samples: 0 }));
+        let state = Arc::new(Mutex::new(Snapshot { reading: read_memory(), assessment: None, samples: 0, at_ms: 0, sites: None }));
         let weak = Arc::downgrade(&state);
         let started = Instant::now();
+        #[cfg(feature = "profiler")]
+        let mut profiles = Profiles { profiler: config.profiler.clone(), baseline: None, window: config.profile_window, sites: config.sites.clone() };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(config.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(state) = weak.upgrade() else { break };
+                if weak.strong_count() == 0 {
+                    break;
+                }
                 let reading = read_memory();
                 let (requests_total, payments_total) = work();
+                let at_ms = started.elapsed().as_millis() as u64;
                 let sample = Sample {
-                    at_ms: started.elapsed().as_millis() as u64,
+                    at_ms,
                     heap_allocated_bytes: reading.allocated_bytes,
                     resident_bytes: reading.process_resident_bytes,
                     requests_total,
@@ -131,10 +172,19 @@ impl MemoryGuard {
                 };
                 let assessment = detector.observe(sample);
                 on_sample(&reading, &assessment);
+                #[cfg(feature = "profiler")]
+                let sites = profiles.step(&assessment).await;
+                #[cfg(not(feature = "profiler"))]
+                let sites: Option<SitesView> = None;
+                let Some(state) = weak.upgrade() else { break };
                 if let Ok(mut s) = state.lock() {
                     s.reading = reading;
                     s.assessment = Some(assessment);
                     s.samples += 1;
+                    s.at_ms = at_ms;
+                    if let Some(v) = sites {
+                        s.sites = Some(Arc::new(v));
+                    }
                 }
             }
         });
@@ -142,6 +192,41 @@ impl MemoryGuard {
     }
 
     pub fn snapshot(&self) -> Option<Snapshot> {
-        self.state.lock().ok().map(|s| *s)
+        self.state.lock().ok().map(|s| s.clone())
+    }
+}
+
+/// Heap profiles while a leak is suspected: one every `window`, each diffed with the one
+/// before. Holds at most one parsed profile.
+#[cfg(feature = "profiler")]
+struct Profiles {
+    profiler: Option<crate::profiler::HeapProfiler>,
+    baseline: Option<crate::sites::HeapProfile>,
+    window: Duration,
+    sites: SiteConfig,
+}
+
+#[cfg(feature = "profiler")]
+impl Profiles {
+    async fn step(&mut self, a: &Assessment) -> Option<SitesView> {
+        let profiler = self.profiler.as_ref()?;
+        let quiet = a.state == LeakState::Ok && a.instant.is_none_or(|i| i == LeakState::Ok);
+        if quiet {
+            self.baseline = None;
+            return None;
+        }
+        let due = self.baseline.as_ref().is_none_or(|b| a.at_ms.saturating_sub(b.at_ms) >= self.window.as_millis() as u64);
+        if !due {
+            return None;
+        }
+        let now = profiler.profile(a.at_ms).await.ok()?;
+        let Some(before) = self.baseline.replace(now) else { return None };
+        let after = self.baseline.clone()?;
+        let config = self.sites.clone();
+        let p = profiler.clone();
+        let report = tokio::task::spawn_blocking(move || crate::sites::growing_sites(&before, &after, &config, &mut |addr| p.symbolize(addr)))
+            .await
+            .ok()?;
+        Some(SitesView { at_ms: a.at_ms, state: a.state, report })
     }
 }

@@ -109,11 +109,37 @@ pub struct App {
     /// Work done, for the memory guard's bytes-per-request and bytes-per-payment.
     requests_total: AtomicU64,
     payments_total: AtomicU64,
-    leak_report: std::sync::OnceLock<LeakReport>,
+    payment_requests_total: AtomicU64,
+    payment_failures_total: AtomicU64,
+    admin_hooks: std::sync::OnceLock<Arc<dyn AdminHooks>>,
 }
 
-/// Renders the memory guard's leak report (JSON with a `state` field).
-pub type LeakReport = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// What the memory guard serves on the admin and debug endpoints. The API authenticates and
+/// routes; the binary that runs the guard answers. The API knows nothing of the guard.
+#[async_trait::async_trait]
+pub trait AdminHooks: Send + Sync {
+    /// `GET /admin/memory/leak-report`: JSON with a `state` field (ok, suspect, leaking).
+    fn leak_report(&self) -> serde_json::Value;
+    /// `GET /admin/alerts`: active alerts and recent firing/resolved events.
+    fn alerts(&self) -> serde_json::Value;
+    /// `GET /debug/pprof/heap`: the live heap profile, pprof format (gzipped protobuf).
+    /// `Err` says why there is none (profiling off).
+    async fn heap_profile(&self) -> Result<Vec<u8>, String>;
+}
+
+/// Cumulative work counters, read by the memory guard once a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkCounters {
+    /// Requests answered (any route).
+    pub requests_total: u64,
+    /// Payments confirmed (authorized or captured).
+    pub payments_total: u64,
+    /// PaymentIntent requests answered (any outcome).
+    pub payment_requests_total: u64,
+    /// PaymentIntent requests that failed on our side (5xx): the burn-rate alert's failures.
+    /// Declines and bad input are answers, not failures.
+    pub payment_failures_total: u64,
+}
 
 /// Unix seconds now; the API is the edge where wall-clock time enters.
 pub fn now() -> i64 {
@@ -231,7 +257,9 @@ impl App {
             metrics,
             requests_total: AtomicU64::new(0),
             payments_total: AtomicU64::new(0),
-            leak_report: std::sync::OnceLock::new(),
+            payment_requests_total: AtomicU64::new(0),
+            payment_failures_total: AtomicU64::new(0),
+            admin_hooks: std::sync::OnceLock::new(),
             cfg,
             keys: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -251,14 +279,19 @@ impl App {
         &self.metrics
     }
 
-    /// Cumulative (requests, confirmed payments) served: the memory guard's work counters.
-    pub fn work_counters(&self) -> (u64, u64) {
-        (self.requests_total.load(Ordering::Relaxed), self.payments_total.load(Ordering::Relaxed))
+    /// Cumulative work served: the memory guard's work counters.
+    pub fn work_counters(&self) -> WorkCounters {
+        WorkCounters {
+            requests_total: self.requests_total.load(Ordering::Relaxed),
+            payments_total: self.payments_total.load(Ordering::Relaxed),
+            payment_requests_total: self.payment_requests_total.load(Ordering::Relaxed),
+            payment_failures_total: self.payment_failures_total.load(Ordering::Relaxed),
+        }
     }
 
-    /// Installs the leak report served at `GET /admin/memory/leak-report` (once).
-    pub fn set_leak_report(&self, report: LeakReport) {
-        let _ = self.leak_report.set(report);
+    /// Installs what answers the admin and debug endpoints (once; later calls are ignored).
+    pub fn set_admin_hooks(&self, hooks: Arc<dyn AdminHooks>) {
+        let _ = self.admin_hooks.set(hooks);
     }
 
     /// Admin endpoints take the admin token, never a merchant key; without a configured
@@ -332,7 +365,12 @@ impl App {
             Err(e) => e.into_response(),
         };
         if payment {
-            self.metrics.payment(res.status().as_u16());
+            let status = res.status().as_u16();
+            self.metrics.payment(status);
+            self.payment_requests_total.fetch_add(1, Ordering::Relaxed);
+            if status >= 500 {
+                self.payment_failures_total.fetch_add(1, Ordering::Relaxed);
+            }
         }
         res
     }
@@ -996,13 +1034,43 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The admin hooks, after the admin token is checked.
+fn admin_hooks(app: &App, headers: &HeaderMap) -> Result<Arc<dyn AdminHooks>, ApiError> {
+    app.admin(headers)?;
+    app.admin_hooks.get().cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, Some("resource_missing"), "This instance runs no memory guard.")
+    })
+}
+
 async fn leak_report(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.admin(&headers) {
-        return e.into_response();
+    match admin_hooks(&app, &headers) {
+        Ok(h) => axum::Json(h.leak_report()).into_response(),
+        Err(e) => e.into_response(),
     }
-    match app.leak_report.get() {
-        Some(report) => axum::Json(report()).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, Some("resource_missing"), "This instance runs no memory guard.").into_response(),
+}
+
+async fn alerts(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match admin_hooks(&app, &headers) {
+        Ok(h) => axum::Json(h.alerts()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pprof_heap(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let hooks = match admin_hooks(&app, &headers) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match hooks.heap_profile().await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"heap.pb.gz\""),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(why) => ApiError::new(StatusCode::CONFLICT, ErrorType::InvalidRequestError, Some("heap_profiling_off"), format!("No heap profile: {why}.")).into_response(),
     }
 }
 
@@ -1069,6 +1137,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
         .route("/admin/memory/leak-report", get(leak_report))
+        .route("/admin/alerts", get(alerts))
+        .route("/debug/pprof/heap", get(pprof_heap))
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/payment_methods",

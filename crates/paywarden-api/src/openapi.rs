@@ -185,6 +185,19 @@ pub fn metrics() {}
     (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope)))]
 pub fn leak_report() {}
 
+#[utoipa::path(get, path = "/admin/alerts", responses(
+    (status = 200, description = "Active alerts (memory leak, payment failure burn rate) and the recent firing/resolved events, in Alertmanager's alert shape", content_type = "application/json"),
+    (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
+    (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope)))]
+pub fn alerts() {}
+
+#[utoipa::path(get, path = "/debug/pprof/heap", responses(
+    (status = 200, description = "The live heap profile from jemalloc's sampler, pprof format (gzipped protobuf, inuse_space in bytes), symbolized; read it with `go tool pprof`", content_type = "application/octet-stream"),
+    (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
+    (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope),
+    (status = 409, description = "Heap profiling is off in this process (jemalloc started without prof:true)", body = ErrorEnvelope)))]
+pub fn pprof_heap() {}
+
 /// Stripe's cursor pagination; newest first.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -204,7 +217,7 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, metrics, leak_report
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, metrics, leak_report, alerts, pprof_heap
     ),
     components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
 )]

@@ -16,10 +16,20 @@ use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
-/// jemalloc: its statistics feed the memory guard, and its sampling heap profiler (compiled
-/// in, see issue 3) names leaking allocation sites.
+mod guard;
+
+/// jemalloc: its statistics feed the memory guard, and its sampling heap profiler names
+/// leaking allocation sites.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` at the first allocation: heap profiling on, one
+/// sample per 512 KiB allocated on average (2^19). The `_RJEM_MALLOC_CONF` environment
+/// variable overrides them (e.g. `prof_active:false` to measure what sampling costs).
+/// Its cost is measured in BENCHMARKS.md.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8; 45] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 #[derive(Parser)]
 #[command(name = "paywarden", version, about = "A Stripe-compatible payment gateway that cannot be taken down by its own deploys.")]
@@ -241,7 +251,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let ttl = cfg.idempotency_ttl_s;
     let app = App::new(store.clone(), Arc::new(acquirer), cfg);
-    start_memory_guard(&app, args.memory_limit, args.memory_sample_interval)?;
+    guard::start(&app, args.memory_limit, args.memory_sample_interval).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
 
@@ -269,48 +279,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("paywarden stopped");
-    Ok(())
-}
-
-/// Samples jemalloc and the RSS, feeds memguard's leak detector, and publishes the verdict on
-/// `/metrics` and at `/admin/memory/leak-report`.
-fn start_memory_guard(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> anyhow::Result<()> {
-    use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig};
-    let limit = limit.or_else(default_memory_limit_bytes);
-    let mut config = SamplerConfig { interval, ..SamplerConfig::default() };
-    config.detector.memory_limit_bytes = limit;
-    if let Some(l) = limit {
-        app.metrics().memory_limit.set(i64::try_from(l).unwrap_or(i64::MAX));
-    }
-    let counters = app.clone();
-    let gauges = app.clone();
-    let guard = MemoryGuard::spawn(config, Arc::new(move || counters.work_counters()), move |reading, a| {
-        let m = gauges.metrics();
-        m.heap_allocated.set(i64::try_from(reading.allocated_bytes).unwrap_or(i64::MAX));
-        m.heap_resident.set(i64::try_from(reading.resident_bytes).unwrap_or(i64::MAX));
-        m.leak_state.set(i64::from(a.state.level()));
-        m.heap_growth.set(a.bytes_per_second);
-    })
-    .map_err(|e| anyhow::anyhow!("memory guard: {e}"))?;
-    app.set_leak_report(Box::new(move || match guard.snapshot() {
-        Some(s) => serde_json::json!({
-            "state": s.assessment.map(|a| a.state.as_str()).unwrap_or("ok"),
-            "assessment": s.assessment.map(|a| serde_json::json!({
-                "state": a.state.as_str(),
-                "summary": a.to_string(),
-                "bytes_per_work": a.bytes_per_work,
-                "bytes_per_second": a.bytes_per_second,
-                "confidence": a.confidence,
-                "time_to_exhaustion_s": a.time_to_exhaustion_s,
-                "window_samples": a.window_samples,
-            })),
-            "memory": s.reading,
-            "memory_limit_bytes": limit,
-            "samples": s.samples,
-        }),
-        None => serde_json::json!({"state": "ok", "samples": 0}),
-    }));
-    tracing::info!(memory_limit_bytes = ?limit, interval_ms = interval.as_millis() as u64, "memory guard sampling");
     Ok(())
 }
 

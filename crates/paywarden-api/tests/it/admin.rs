@@ -1,19 +1,42 @@
-//! Admin endpoints: the admin token only, never a merchant key; off without a token.
+//! Admin and debug endpoints: the admin token only, never a merchant key; off without a
+//! token; answered by the installed hooks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use paywarden_api::ApiConfig;
+use paywarden_api::{AdminHooks, ApiConfig};
 
 use crate::support::*;
 
 const REPORT: &str = "/admin/memory/leak-report";
+const ENDPOINTS: [&str; 3] = [REPORT, "/admin/alerts", "/debug/pprof/heap"];
+
+struct Fake {
+    profile: Result<Vec<u8>, String>,
+}
+
+#[async_trait::async_trait]
+impl AdminHooks for Fake {
+    fn leak_report(&self) -> serde_json::Value {
+        serde_json::json!({"state": "ok"})
+    }
+    fn alerts(&self) -> serde_json::Value {
+        serde_json::json!({"active": [], "events": []})
+    }
+    async fn heap_profile(&self) -> Result<Vec<u8>, String> {
+        self.profile.clone()
+    }
+}
 
 #[tokio::test]
 async fn admin_endpoints_are_off_without_a_token() {
     let h = Harness::new().await;
-    let r = h.call("GET", REPORT, &[("authorization", "Bearer anything")], "").await;
-    assert_eq!(r.status, 404);
-    assert!(r.err()["message"].as_str().unwrap().contains("--admin-token"));
+    h.app.set_admin_hooks(Arc::new(Fake { profile: Ok(vec![1]) }));
+    for path in ENDPOINTS {
+        let r = h.call("GET", path, &[("authorization", "Bearer anything")], "").await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.err()["message"].as_str().unwrap().contains("--admin-token"), "{path}");
+    }
 }
 
 #[tokio::test]
@@ -21,15 +44,34 @@ async fn admin_endpoints_take_the_admin_token_and_nothing_else() {
     let cfg = ApiConfig { admin_token: Some("adm_secret_token".into()), ..ApiConfig::default() };
     let h = Harness::with(Duration::ZERO, cfg).await;
     let merchant_key = format!("Bearer {}", h.key);
-    for auth in [NO_AUTH, merchant_key.as_str(), "Bearer adm_secret_toke", "Bearer adm_secret_token2", "Basic YWRtX3NlY3JldF90b2tlbjo="] {
-        let r = h.call("GET", REPORT, &[("authorization", auth)], "").await;
-        assert_eq!(r.status, 401, "{auth}: {}", r.text());
-    }
     let ok = [("authorization", "Bearer adm_secret_token")];
-    let r = h.call("GET", REPORT, &ok, "").await;
-    assert_eq!(r.status, 404, "no memory guard installed yet");
-    h.app.set_leak_report(Box::new(|| serde_json::json!({"state": "ok"})));
+    for path in ENDPOINTS {
+        for auth in [NO_AUTH, merchant_key.as_str(), "Bearer adm_secret_toke", "Bearer adm_secret_token2", "Basic YWRtX3NlY3JldF90b2tlbjo="] {
+            let r = h.call("GET", path, &[("authorization", auth)], "").await;
+            assert_eq!(r.status, 401, "{path} {auth}: {}", r.text());
+        }
+        let r = h.call("GET", path, &ok, "").await;
+        assert_eq!(r.status, 404, "{path}: no memory guard installed yet");
+    }
+    h.app.set_admin_hooks(Arc::new(Fake { profile: Err("jemalloc profiling is not active".into()) }));
     let r = h.call("GET", REPORT, &ok, "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["state"], "ok");
+    let r = h.call("GET", "/admin/alerts", &ok, "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json["active"].is_array());
+    let r = h.call("GET", "/debug/pprof/heap", &ok, "").await;
+    assert_eq!(r.status, 409, "profiling off is the operator's setting, not a server error");
+    assert!(r.err()["message"].as_str().unwrap().contains("not active"));
+}
+
+#[tokio::test]
+async fn the_heap_profile_is_served_as_bytes() {
+    let cfg = ApiConfig { admin_token: Some("adm_secret_token".into()), ..ApiConfig::default() };
+    let h = Harness::with(Duration::ZERO, cfg).await;
+    h.app.set_admin_hooks(Arc::new(Fake { profile: Ok(vec![0x1f, 0x8b, 8, 0]) }));
+    let r = h.call("GET", "/debug/pprof/heap", &[("authorization", "Bearer adm_secret_token")], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers.get("content-type").unwrap(), "application/octet-stream");
+    assert_eq!(r.bytes, vec![0x1f, 0x8b, 8, 0]);
 }
