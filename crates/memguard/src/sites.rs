@@ -87,6 +87,7 @@ pub const DEFAULT_SKIP_PREFIXES: &[&str] = &[
     "do_rallocx",
     "posix_memalign",
     "aligned_alloc",
+    "__rustc::",
     "__rust_alloc",
     "__rust_realloc",
     "__rust_alloc_zeroed",

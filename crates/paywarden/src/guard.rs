@@ -4,13 +4,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use memguard::alerts::{AlertEvent, AlertStatus};
+use memguard::notify::WebhookConfig;
 use memguard::profiler::HeapProfiler;
-use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig};
+use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig, Work};
+use paywarden_api::metrics::VERSION;
 use paywarden_api::{AdminHooks, App};
+
+/// What `serve` tells its memory guard.
+pub struct GuardOptions {
+    /// `--memory-limit`; default: the cgroup's limit, else physical memory.
+    pub limit: Option<u64>,
+    /// `--memory-sample-interval`.
+    pub interval: Duration,
+    /// `--alert-webhook`: an Alertmanager-compatible receiver.
+    pub webhook: Option<String>,
+    /// This instance's address, the `instance` label of its alerts.
+    pub instance: String,
+}
 
 /// Samples jemalloc and the RSS, feeds memguard's leak detector, and publishes the verdict on
 /// `/metrics` and at the admin endpoints.
-pub async fn start(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> anyhow::Result<()> {
+pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
+    let GuardOptions { limit, interval, webhook, instance } = opts;
     let limit = limit.or_else(default_memory_limit_bytes);
     let profiler = HeapProfiler::get();
     match &profiler {
@@ -22,7 +38,15 @@ pub async fn start(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> an
         }
         None => tracing::warn!("jemalloc heap profiling is off: leak reports will have no allocation sites"),
     }
-    let mut config = SamplerConfig { interval, profiler: profiler.clone(), ..SamplerConfig::default() };
+    let webhook = webhook.map(|url| WebhookConfig { receiver: "paywarden".into(), ..WebhookConfig::new(url) });
+    let mut config = SamplerConfig {
+        interval,
+        profiler: profiler.clone(),
+        alert_labels: vec![("instance".into(), instance.clone()), ("version".into(), VERSION.into()), ("service".into(), "paywarden".into())],
+        external_url: format!("http://{instance}/admin/alerts"),
+        webhook,
+        ..SamplerConfig::default()
+    };
     config.detector.memory_limit_bytes = limit;
     if let Some(l) = limit {
         app.metrics().memory_limit.set(i64::try_from(l).unwrap_or(i64::MAX));
@@ -33,7 +57,12 @@ pub async fn start(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> an
         config,
         Arc::new(move || {
             let w = counters.work_counters();
-            (w.requests_total, w.payments_total)
+            Work {
+                requests_total: w.requests_total,
+                payments_total: w.payments_total,
+                successes_total: w.payment_requests_total.saturating_sub(w.payment_failures_total),
+                failures_total: w.payment_failures_total,
+            }
         }),
         move |reading, a| {
             let m = gauges.metrics();
@@ -41,6 +70,15 @@ pub async fn start(app: &Arc<App>, limit: Option<u64>, interval: Duration) -> an
             m.heap_resident.set(i64::try_from(reading.resident_bytes).unwrap_or(i64::MAX));
             m.leak_state.set(i64::from(a.state.level()));
             m.heap_growth.set(a.bytes_per_second);
+        },
+        |e: &AlertEvent| {
+            let a = &e.alert;
+            let summary = a.annotations.get("summary").map(String::as_str).unwrap_or("");
+            let site = a.annotations.get("leak_site").map(String::as_str);
+            match e.status {
+                AlertStatus::Firing => tracing::error!(alert = %a.name, fingerprint = %a.fingerprint, leak_site = site, "ALERT FIRING: {summary}"),
+                AlertStatus::Resolved => tracing::warn!(alert = %a.name, fingerprint = %a.fingerprint, "alert resolved: {summary}"),
+            }
         },
     )
     .map_err(|e| anyhow::anyhow!("memory guard: {e}"))?;
@@ -90,7 +128,15 @@ impl AdminHooks for Hooks {
     }
 
     fn alerts(&self) -> serde_json::Value {
-        serde_json::json!({"active": [], "events": []})
+        let view = self.guard.alerts();
+        let snap = self.guard.snapshot();
+        serde_json::json!({
+            "active": view.as_ref().map(|v| &v.active),
+            "events": view.as_ref().map(|v| &v.events),
+            "dropped": view.as_ref().map(|v| v.dropped),
+            "failure_rate": snap.as_ref().and_then(|s| s.burn_rate),
+            "webhook": snap.as_ref().and_then(|s| s.webhook),
+        })
     }
 
     async fn heap_profile(&self) -> Result<Vec<u8>, String> {

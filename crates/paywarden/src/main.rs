@@ -92,7 +92,13 @@ struct ServeArgs {
     /// How often the memory guard samples the heap and the RSS.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     memory_sample_interval: Duration,
-    /// Bearer token for /admin/* (leak report); without one, admin endpoints are off.
+    /// POST alert events (memory leak, payment failure burn rate) to this URL in
+    /// the body Alertmanager sends its webhook receivers (version 4), so any receiver built
+    /// for Alertmanager takes them. http only; retried with backoff, at most 5 attempts.
+    #[arg(long, value_name = "URL")]
+    alert_webhook: Option<String>,
+    /// Bearer token for /admin/* and /debug/* (leak report, alerts, heap profile); without
+    /// one, those endpoints are off.
     #[arg(long, env = "PAYWARDEN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
 }
@@ -251,9 +257,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let ttl = cfg.idempotency_ttl_s;
     let app = App::new(store.clone(), Arc::new(acquirer), cfg);
-    guard::start(&app, args.memory_limit, args.memory_sample_interval).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let guard = guard::GuardOptions {
+        limit: args.memory_limit,
+        interval: args.memory_sample_interval,
+        webhook: args.alert_webhook.clone(),
+        instance: addr.to_string(),
+    };
+    guard::start(&app, guard).await?;
 
     let purge_store = store.clone();
     tokio::spawn(async move {

@@ -116,6 +116,7 @@ fn standard_library_trait_impls_and_allocator_internals_are_skipped() {
         "<&mut serde_json::ser::Serializer<W> as core::fmt::Write>::write_str",
         "<alloc::string::String>::push_str",
         "irallocx_prof",
+        "__rustc::__rust_alloc",
         "_rjem_je_prof_backtrace",
         "__rust_alloc",
         "gimli::read::line::LineProgramHeader<R,Offset>::parse",

@@ -44,3 +44,51 @@ fn a_bad_fault_is_refused_with_what_to_write() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("leak=lots") && err.contains("whole number of bytes"), "{err}");
 }
+
+/// The 2024 incident's first signal: payments failing. Half of them failing burns the error
+/// budget 500x faster than sustainable; the failure-rate alert fires within seconds, is listed
+/// at /admin/alerts and reaches the webhook in Alertmanager's format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_payments_fire_the_burn_rate_alert() {
+    const TOKEN: &str = "admin-token-for-tests-0123456789";
+    let hook = crate::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::spawn(dir.path(), None, &["--fault", "errors=0.5", "--admin-token", TOKEN, "--alert-webhook", &hook.url]).await;
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (client, url, key) = (client.clone(), srv.url.clone(), srv.key.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(format!("{url}/v1/payment_intents"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("burn-{i}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(PAY)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        if t.await.unwrap() == 500 {
+            failed += 1;
+        }
+    }
+    assert!((90..=210).contains(&failed), "about half of 300 fail: {failed}");
+    let body = hook
+        .wait_for(Duration::from_secs(15), |b| crate::receiver::alert(b, "PaymentFailureBurnRate", "firing").is_some())
+        .await
+        .unwrap_or_else(|| panic!("no PaymentFailureBurnRate at the webhook: {:?}", hook.bodies()));
+    let a = crate::receiver::alert(&body, "PaymentFailureBurnRate", "firing").unwrap();
+    assert!(a["annotations"]["summary"].as_str().unwrap().contains("failure rate"), "{a}");
+    assert!(a["startsAt"].as_str().unwrap().ends_with('Z'));
+    let alerts: serde_json::Value =
+        client.get(format!("{}/admin/alerts", srv.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let active = alerts["active"].as_array().unwrap();
+    assert!(active.iter().any(|x| x["name"] == "PaymentFailureBurnRate"), "{alerts}");
+    assert!(alerts["failure_rate"]["short"]["failures"].as_u64().unwrap() >= 90, "{alerts}");
+    assert_eq!(alerts["events"].as_array().unwrap().len(), 1, "one firing event, not one per sample: {alerts}");
+}

@@ -5,6 +5,7 @@ mod crash;
 mod faults;
 mod memory;
 mod prometheus;
+mod receiver;
 mod sdk;
 mod server;
 

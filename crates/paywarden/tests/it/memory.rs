@@ -1,16 +1,24 @@
 //! The memory guard end to end: under steady payment traffic, `serve --fault leak=4096` is
-//! reported `leaking` at /admin/memory/leak-report (and on /metrics); the same traffic without
-//! the fault stays `ok`. Both servers run side by side for the same time.
+//! reported `leaking` at /admin/memory/leak-report (and on /metrics) within 60 s, the heap
+//! diff names the injecting function, the MemoryLeak alert reaches a webhook receiver in
+//! Alertmanager's format, and /debug/pprof/heap serves a symbolized profile; the same traffic
+//! without the fault stays `ok` with no alert. Both servers run side by side.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::Read as _;
+
+use crate::receiver::{alert, Receiver};
 use crate::server::Server;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 const RATE_PER_S: u64 = 150;
-const DEADLINE: Duration = Duration::from_secs(90);
+/// The bound: a 4 KiB-per-payment leak is `leaking` within 60 s.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// The injecting function, as the heap diff must name it.
+const LEAK_FN: &str = "paywarden_api::faults::leak_on_confirmed_payment";
 
 async fn state(client: &reqwest::Client, srv: &Server) -> serde_json::Value {
     client
@@ -54,7 +62,8 @@ fn drive(srv: &Server, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> tokio::ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
     let (leaky_dir, clean_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leaky = Server::spawn(leaky_dir.path(), None, &["--fault", "leak=4096", "--admin-token", TOKEN]).await;
+    let hook = Receiver::start().await;
+    let leaky = Server::spawn(leaky_dir.path(), None, &["--fault", "leak=4096", "--admin-token", TOKEN, "--alert-webhook", &hook.url]).await;
     let clean = Server::spawn(clean_dir.path(), None, &["--admin-token", TOKEN]).await;
     let client = reqwest::Client::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,14 +82,28 @@ async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
             break;
         }
     }
+    // Keep the load on while the heap diff (profiles 10 s apart) names the site.
+    let mut sites = serde_json::Value::Null;
+    let diff_deadline = Instant::now() + Duration::from_secs(45);
+    while Instant::now() < diff_deadline {
+        let r = state(&client, &leaky).await;
+        if r["sites"].as_array().is_some_and(|s| !s.is_empty()) {
+            sites = r["sites"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let named = started.elapsed();
+    let clean_alerts = admin(&client, &clean, "/admin/alerts").await;
     stop.store(true, Ordering::Relaxed);
     for l in loads {
         l.await.unwrap();
     }
     let (after, report) = detected.unwrap_or_else(|| panic!("no leak reported within {DEADLINE:?}"));
     eprintln!(
-        "memguard: leak=4096 reported leaking after {:.1} s ({} payments; clean build {} payments, stayed ok): {}",
+        "memguard: leak=4096 reported leaking after {:.1} s, site named after {:.1} s ({} payments; clean build {} payments, stayed ok): {}",
         after.as_secs_f64(),
+        named.as_secs_f64(),
         leaky_done.load(Ordering::Relaxed),
         clean_done.load(Ordering::Relaxed),
         report["assessment"]["summary"]
@@ -90,7 +113,55 @@ async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
     let per_work = report["assessment"]["bytes_per_work"].as_f64().unwrap();
     assert!((2048.0..16384.0).contains(&per_work), "bytes per request {per_work}");
 
+    // The heap diff names the injecting function first, growing at about 4 KiB x the rate.
+    let top = &sites[0];
+    assert_eq!(top["function"], LEAK_FN, "sites: {sites}");
+    let rate = top["bytes_per_second"].as_f64().unwrap();
+    let expected = (4096 * RATE_PER_S) as f64;
+    assert!(rate > expected / 4.0 && rate < expected * 4.0, "site growth {rate} B/s, leak about {expected} B/s");
+    assert!(top["stack"].as_array().unwrap().len() > 1, "the site comes with its callers: {top}");
+
     let metrics = client.get(format!("{}/metrics", leaky.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("memguard_leak_state{") && l.ends_with(" 2")), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("paywarden_heap_allocated_bytes{")));
+
+    // The alert: active at /admin/alerts, POSTed to the webhook once it fired, and again
+    // (same fingerprint) with the site in its annotations.
+    let alerts = admin(&client, &leaky, "/admin/alerts").await;
+    let active = alerts["active"].as_array().unwrap();
+    assert!(active.iter().any(|a| a["name"] == "MemoryLeak"), "{alerts}");
+    let firing = hook
+        .wait_for(Duration::from_secs(10), |b| alert(b, "MemoryLeak", "firing").is_some_and(|a| a["annotations"]["leak_site"] == LEAK_FN))
+        .await
+        .unwrap_or_else(|| panic!("no firing MemoryLeak naming {LEAK_FN} at the webhook: {:?}", hook.bodies()));
+    assert_eq!(firing["version"], "4");
+    assert_eq!(firing["status"], "firing");
+    let a = alert(&firing, "MemoryLeak", "firing").unwrap();
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["instance"], leaky.url.trim_start_matches("http://"));
+    assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+    let fingerprints: std::collections::HashSet<String> =
+        hook.bodies().iter().filter_map(|b| alert(b, "MemoryLeak", "firing")).map(|a| a["fingerprint"].as_str().unwrap().to_string()).collect();
+    assert_eq!(fingerprints.len(), 1, "one alert, however many messages");
+    assert!(hook.bodies().len() <= 3, "de-duplicated: a firing message and at most one update per new site, not one per sample: {:?}", hook.bodies());
+
+    // The clean build raised nothing.
+    assert_eq!(clean_alerts["active"].as_array().map(Vec::len), Some(0), "{clean_alerts}");
+    assert_eq!(clean_alerts["events"].as_array().map(Vec::len), Some(0), "{clean_alerts}");
+
+    // /debug/pprof/heap: a gzipped, symbolized pprof profile that shows the leak.
+    let res = client.get(format!("{}/debug/pprof/heap", leaky.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let gz = res.bytes().await.unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip");
+    let mut proto = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut proto).unwrap();
+    let needle = LEAK_FN.as_bytes();
+    assert!(proto.windows(needle.len()).any(|w| w == needle), "the profile's string table names {LEAK_FN}");
+    let res = client.get(format!("{}/debug/pprof/heap", leaky.url)).bearer_auth(&leaky.key).send().await.unwrap();
+    assert_eq!(res.status(), 401, "a merchant key never opens debug endpoints");
+}
+
+async fn admin(client: &reqwest::Client, srv: &Server, path: &str) -> serde_json::Value {
+    client.get(format!("{}{path}", srv.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
 }
