@@ -7,8 +7,16 @@
 //!   answered with a 500 before anything is read or written.
 //! - `latency=DURATION`: payment requests wait that long before they are handled.
 //!
+//! And two benign memory patterns a leak detector must *not* report, for false-alarm tests:
+//!
+//! - `cache=BYTES`: every confirmed payment adds a [`PATTERN_CHUNK_BYTES`] entry to a cache
+//!   that evicts its oldest entry once it holds BYTES: growth with traffic that plateaus.
+//! - `sawtooth=BYTES`: every confirmed payment appends a chunk to a buffer that is freed
+//!   whole when it reaches BYTES: periodic allocate and release.
+//!
 //! All are off unless named on the command line; `serve` announces them at start-up.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +31,14 @@ pub enum Fault {
     Leak { bytes: usize },
     Errors { rate: f64 },
     Latency { delay: Duration },
+    Cache { bytes: usize },
+    Sawtooth { bytes: usize },
 }
+
+/// Bytes per confirmed payment of the `cache` and `sawtooth` patterns.
+pub const PATTERN_CHUNK_BYTES: usize = 1024;
+/// Largest `cache` or `sawtooth` size accepted.
+pub const PATTERN_BYTES_MAX: usize = 1 << 30;
 
 /// Largest leak per payment accepted (a fault is a drill, not a way to crash the host at once).
 pub const LEAK_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -57,7 +72,16 @@ impl FromStr for Fault {
                 }
                 Ok(Fault::Latency { delay })
             }
-            other => Err(format!("unknown fault kind '{other}': use leak=BYTES, errors=RATE or latency=DURATION")),
+            "cache" | "sawtooth" => {
+                let bytes: usize = value.parse().map_err(|_| format!("{kind}={value}: give a whole number of bytes, e.g. {kind}=12582912"))?;
+                if !(PATTERN_CHUNK_BYTES..=PATTERN_BYTES_MAX).contains(&bytes) {
+                    return Err(format!("{kind}={value}: must be {PATTERN_CHUNK_BYTES} to {PATTERN_BYTES_MAX} bytes"));
+                }
+                Ok(if kind == "cache" { Fault::Cache { bytes } } else { Fault::Sawtooth { bytes } })
+            }
+            other => Err(format!(
+                "unknown fault kind '{other}': use leak=BYTES, errors=RATE, latency=DURATION, cache=BYTES or sawtooth=BYTES"
+            )),
         }
     }
 }
@@ -68,6 +92,8 @@ impl fmt::Display for Fault {
             Fault::Leak { bytes } => write!(f, "leak={bytes}"),
             Fault::Errors { rate } => write!(f, "errors={rate}"),
             Fault::Latency { delay } => write!(f, "latency={}ms", delay.as_millis()),
+            Fault::Cache { bytes } => write!(f, "cache={bytes}"),
+            Fault::Sawtooth { bytes } => write!(f, "sawtooth={bytes}"),
         }
     }
 }
@@ -81,6 +107,10 @@ pub struct Faults {
     leaked: Mutex<Vec<Box<[u8]>>>,
     leaked_bytes: AtomicU64,
     injected_errors: AtomicU64,
+    cache_bytes: Option<usize>,
+    sawtooth_bytes: Option<usize>,
+    /// The `cache` pattern's entries (oldest first) and the `sawtooth`'s buffer.
+    patterns: Mutex<(VecDeque<Box<[u8]>>, Vec<Box<[u8]>>)>,
 }
 
 impl Faults {
@@ -91,6 +121,8 @@ impl Faults {
                 Fault::Leak { bytes } => f.leak_bytes = Some(bytes),
                 Fault::Errors { rate } => f.error_rate = Some(rate),
                 Fault::Latency { delay } => f.latency = Some(delay),
+                Fault::Cache { bytes } => f.cache_bytes = Some(bytes),
+                Fault::Sawtooth { bytes } => f.sawtooth_bytes = Some(bytes),
             }
         }
         f
@@ -106,6 +138,12 @@ impl Faults {
         }
         if let Some(delay) = self.latency {
             v.push(Fault::Latency { delay });
+        }
+        if let Some(bytes) = self.cache_bytes {
+            v.push(Fault::Cache { bytes });
+        }
+        if let Some(bytes) = self.sawtooth_bytes {
+            v.push(Fault::Sawtooth { bytes });
         }
         v
     }
@@ -141,7 +179,35 @@ impl Faults {
                 self.leaked_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
             }
         }
+        if self.cache_bytes.is_none() && self.sawtooth_bytes.is_none() {
+            return;
+        }
+        if let Ok(mut p) = self.patterns.lock() {
+            let (cache, saw) = &mut *p;
+            if let Some(cap) = self.cache_bytes {
+                if (cache.len() + 1) * PATTERN_CHUNK_BYTES > cap {
+                    cache.pop_front();
+                }
+                cache.push_back(pattern_chunk());
+            }
+            if let Some(peak) = self.sawtooth_bytes {
+                if (saw.len() + 1) * PATTERN_CHUNK_BYTES > peak {
+                    *saw = Vec::new();
+                }
+                saw.push(pattern_chunk());
+            }
+        }
     }
+
+    /// Bytes held by the `cache` and `sawtooth` patterns now.
+    pub fn pattern_bytes(&self) -> (usize, usize) {
+        self.patterns.lock().map(|p| (p.0.len() * PATTERN_CHUNK_BYTES, p.1.len() * PATTERN_CHUNK_BYTES)).unwrap_or((0, 0))
+    }
+}
+
+/// One chunk of a benign pattern, written so it is resident.
+fn pattern_chunk() -> Box<[u8]> {
+    std::hint::black_box(vec![0x5Au8; PATTERN_CHUNK_BYTES].into_boxed_slice())
 }
 
 /// The injected leak's allocation site: the function a heap-profile diff must name.
@@ -166,6 +232,28 @@ mod tests {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
         assert!("leak=16777216".parse::<Fault>().is_ok());
+        assert_eq!("cache=12582912".parse::<Fault>(), Ok(Fault::Cache { bytes: 12 << 20 }));
+        assert_eq!("sawtooth=1024".parse::<Fault>(), Ok(Fault::Sawtooth { bytes: 1024 }));
+        for bad in ["cache=1023", "cache=1073741825", "sawtooth=x", "sawtooth="] {
+            assert!(bad.parse::<Fault>().is_err(), "{bad}");
+        }
+        for f in ["cache=2048", "sawtooth=4096", "leak=10", "errors=0.5", "latency=200ms"] {
+            assert_eq!(f.parse::<Fault>().unwrap().to_string(), f, "shown as written");
+        }
+    }
+
+    #[test]
+    fn the_cache_plateaus_at_its_cap_and_the_sawtooth_falls_back() {
+        let f = Faults::new(&[Fault::Cache { bytes: 10 * PATTERN_CHUNK_BYTES }, Fault::Sawtooth { bytes: 4 * PATTERN_CHUNK_BYTES }]);
+        let mut saw = Vec::new();
+        for i in 1..=25 {
+            f.after_confirmed_payment();
+            let (cache, s) = f.pattern_bytes();
+            assert_eq!(cache, i.min(10) * PATTERN_CHUNK_BYTES, "cache after {i}");
+            saw.push(s / PATTERN_CHUNK_BYTES);
+        }
+        assert_eq!(&saw[..9], &[1, 2, 3, 4, 1, 2, 3, 4, 1]);
+        assert_eq!(f.leaked_bytes(), 0, "patterns are not leaks");
     }
 
     #[test]

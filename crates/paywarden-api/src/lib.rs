@@ -247,6 +247,8 @@ impl App {
                 faults::Fault::Leak { bytes } => ("leak", bytes as f64),
                 faults::Fault::Errors { rate } => ("errors", rate),
                 faults::Fault::Latency { delay } => ("latency", delay.as_secs_f64()),
+                faults::Fault::Cache { bytes } => ("cache", bytes as f64),
+                faults::Fault::Sawtooth { bytes } => ("sawtooth", bytes as f64),
             };
             metrics.faults.get_or_create(&metrics::FaultLabels { fault: name.to_string() }).set(value);
         }
