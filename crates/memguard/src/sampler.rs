@@ -221,6 +221,12 @@ impl MemoryGuard {
             notified_site: None,
         };
         tokio::spawn(async move {
+            // Symbolization's one-time memory joins the start-up heap, before the first
+            // sample, rather than appearing as a step in the middle of an investigation.
+            #[cfg(feature = "profiler")]
+            if let Some(p) = &profiles.profiler {
+                p.warm_up().await;
+            }
             let mut tick = tokio::time::interval(config.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_sites: Option<Arc<SitesView>> = None;

@@ -65,8 +65,9 @@ pub struct SiteConfig {
 
 /// Frames a leak is never attributed to: jemalloc's entry points and internals (its static
 /// helpers carry no prefix), Rust's allocator shims, the standard library and hashbrown (a
-/// growing collection is its caller's leak), and the symbolizer's own parsing of debug
-/// information (which allocates once per compilation unit the first time it is read).
+/// growing collection is its caller's leak), the symbolizer's own parsing of debug
+/// information (which allocates once per compilation unit the first time it is read), and
+/// memguard itself.
 pub const DEFAULT_SKIP_PREFIXES: &[&str] = &[
     "_rjem_",
     "je_",
@@ -105,7 +106,7 @@ pub const DEFAULT_SKIP_PREFIXES: &[&str] = &[
     "rustc_demangle::",
     "jemalloc_pprof::",
     "pprof_util::",
-    "memguard::profiler::",
+    "memguard::",
 ];
 
 /// Whether `function` is not the program's own code: its path, or for a trait method

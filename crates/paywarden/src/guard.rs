@@ -32,9 +32,7 @@ pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
     match &profiler {
         Some(p) => {
             let (active, lg_sample) = p.status().await;
-            // Read the binary's debug information now, not in the middle of a leak.
-            let symbolized = p.warm_up().await;
-            tracing::info!(active, lg_sample, symbolized, "jemalloc heap profiling");
+            tracing::info!(active, lg_sample, "jemalloc heap profiling");
         }
         None => tracing::warn!("jemalloc heap profiling is off: leak reports will have no allocation sites"),
     }
