@@ -274,9 +274,10 @@ impl BurnRateAlert {
     }
 
     fn window(&self, now: u64, window_s: u32) -> WindowRate {
-        let from = now.saturating_sub(u64::from(window_s));
+        // The window is the seconds (now − window_s, now]; written without a subtraction so
+        // that second 0 is in it while now < window_s.
         let (mut successes, mut failures) = (0u64, 0u64);
-        for b in self.buckets.iter().rev().take_while(|b| b.second > from) {
+        for b in self.buckets.iter().rev().take_while(|b| b.second.saturating_add(u64::from(window_s)) > now) {
             successes = successes.saturating_add(b.successes);
             failures = failures.saturating_add(b.failures);
         }

@@ -196,6 +196,13 @@ impl MemoryGuard {
         }
         let mut detector = LeakDetector::new(config.detector)?;
         let mut burn = config.burn_rate.map(BurnRateAlert::new).transpose()?;
+        let started = Instant::now();
+        // The counters' values now are the baseline: what happens from here on counts, even
+        // if it all happens before the first tick (the warm-up below can take seconds).
+        if let Some(b) = burn.as_mut() {
+            let w = work();
+            b.observe(0, w.successes_total, w.failures_total);
+        }
         let notifier = config.webhook.clone().map(WebhookNotifier::spawn).transpose()?;
         let state = Arc::new(Mutex::new(Snapshot {
             reading: read_memory(),
@@ -209,7 +216,6 @@ impl MemoryGuard {
         let alerts = Arc::new(Mutex::new(AlertBook::new(config.alert_events_max)));
         let weak = Arc::downgrade(&state);
         let book = alerts.clone();
-        let started = Instant::now();
         #[cfg(feature = "profiler")]
         let mut profiles = Profiles { profiler: config.profiler.clone(), baseline: None, window: config.profile_window, sites: config.sites.clone() };
         let mut raiser = Raiser {

@@ -170,3 +170,15 @@ fn config_limits_are_checked() {
     let c = BurnRateConfig::default();
     assert!((c.failure_ratio_threshold() - 0.0144).abs() < 1e-9);
 }
+
+#[test]
+fn failures_in_the_first_second_count() {
+    // A service that fails at once, before its first full second: the baseline is taken at
+    // 0 ms and the failures land in second 0, which is inside every window at second 0.
+    let mut a = alert();
+    a.observe(0, 0, 0);
+    let s = a.observe(500, 150, 150);
+    assert_eq!(s.short.events, 300);
+    assert_eq!(s.long.failures, 150);
+    assert_eq!(s.state, AlertState::Firing);
+}

@@ -78,10 +78,11 @@ async fn failing_payments_fire_the_burn_rate_alert() {
         }
     }
     assert!((90..=210).contains(&failed), "about half of 300 fail: {failed}");
-    let body = hook
-        .wait_for(Duration::from_secs(15), |b| crate::receiver::alert(b, "PaymentFailureBurnRate", "firing").is_some())
-        .await
-        .unwrap_or_else(|| panic!("no PaymentFailureBurnRate at the webhook: {:?}", hook.bodies()));
+    let Some(body) = hook.wait_for(Duration::from_secs(15), |b| crate::receiver::alert(b, "PaymentFailureBurnRate", "firing").is_some()).await
+    else {
+        let alerts = client.get(format!("{}/admin/alerts", srv.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        panic!("no PaymentFailureBurnRate at the webhook: {:?}; /admin/alerts: {alerts}", hook.bodies());
+    };
     let a = crate::receiver::alert(&body, "PaymentFailureBurnRate", "firing").unwrap();
     assert!(a["annotations"]["summary"].as_str().unwrap().contains("failure rate"), "{a}");
     assert!(a["startsAt"].as_str().unwrap().ends_with('Z'));
