@@ -319,6 +319,7 @@ impl App {
         m.resident.set(metrics::resident_bytes() as i64);
         let st = self.store.stats();
         m.component("writer_queue", st.writer_queue_len, st.writer_queue_max);
+        m.component("store_readers", st.readers_busy, st.readers_max);
         let in_flight = self.in_flight.lock().map(|s| s.len()).unwrap_or(0);
         m.component("idempotency_in_flight", in_flight, self.cfg.idempotency_in_flight_max);
         let keys = self.keys.lock().map(|k| k.len()).unwrap_or(0);

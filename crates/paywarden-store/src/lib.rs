@@ -147,6 +147,9 @@ pub struct StoreStats {
     /// Commits that took the bulk path (a constant number of statements per group); the rest
     /// replayed batch by batch.
     pub bulk_commits: u64,
+    /// Reader connections open and busy now, and the pool's limit.
+    pub readers_busy: usize,
+    pub readers_max: usize,
 }
 
 #[async_trait]

@@ -170,6 +170,7 @@ pub struct SqliteStore {
     /// The checkpointer stops once this is dropped (it holds only a `Weak`).
     _alive: Arc<()>,
     queue_max: usize,
+    readers_max: u32,
     counters: Arc<Counters>,
     pragmas: SqlitePragmas,
 }
@@ -262,7 +263,7 @@ impl SqliteStore {
         let writer = tokio::spawn(writer.run());
         info!(writer_queue_max = queue_max, batch_max, "sqlite group-commit writer started");
 
-        Ok(SqliteStore { path, readers, jobs, writer, _alive: alive, queue_max, counters, pragmas })
+        Ok(SqliteStore { path, readers, jobs, writer, _alive: alive, queue_max, readers_max, counters, pragmas })
     }
 
     /// The database file.
@@ -1096,6 +1097,8 @@ impl Store for SqliteStore {
             batches_committed: self.counters.batches_committed.load(Ordering::Relaxed),
             commits: self.counters.commits.load(Ordering::Relaxed),
             bulk_commits: self.counters.bulk_commits.load(Ordering::Relaxed),
+            readers_busy: (self.readers.size() as usize).saturating_sub(self.readers.num_idle()),
+            readers_max: self.readers_max as usize,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use memguard::alerts::{AlertEvent, AlertStatus};
+use memguard::alerts::{AlertEvent, AlertStatus, ACTIVE_MAX};
 use memguard::notify::WebhookConfig;
 use memguard::profiler::HeapProfiler;
 use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig, Work};
@@ -46,6 +46,8 @@ pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
         ..SamplerConfig::default()
     };
     config.detector.memory_limit_bytes = limit;
+    let events_max = config.alert_events_max;
+    let queue_max = config.webhook.as_ref().map(|w| w.queue_max);
     if let Some(l) = limit {
         app.metrics().memory_limit.set(i64::try_from(l).unwrap_or(i64::MAX));
     }
@@ -80,6 +82,21 @@ pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
         },
     )
     .map_err(|e| anyhow::anyhow!("memory guard: {e}"))?;
+    // The guard's own bounded structures, on /metrics with the others.
+    let (watched, m) = (guard.clone(), app.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Some(v) = watched.alerts() {
+                m.metrics().component("alert_events", v.events.len(), events_max);
+                m.metrics().component("alerts_active", v.active.len(), ACTIVE_MAX);
+            }
+            if let (Some(w), Some(max)) = (watched.snapshot().and_then(|s| s.webhook), queue_max) {
+                m.metrics().component("alert_webhook_queue", w.queued.saturating_sub(w.sent + w.failed) as usize, max);
+            }
+        }
+    });
     app.set_admin_hooks(Arc::new(Hooks { guard, profiler, limit }));
     tracing::info!(memory_limit_bytes = ?limit, interval_ms = interval.as_millis() as u64, "memory guard sampling");
     Ok(())

@@ -136,6 +136,15 @@ async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
     let metrics = client.get(format!("{}/metrics", leaky.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("memguard_leak_state{") && l.ends_with(" 2")), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("paywarden_heap_allocated_bytes{")));
+    // Every bounded structure reports its length and its limit, the guard's own included.
+    for component in ["writer_queue", "store_readers", "idempotency_in_flight", "api_key_cache", "alert_events", "alerts_active", "alert_webhook_queue"] {
+        let limit = metrics
+            .lines()
+            .find(|l| l.starts_with("paywarden_component_limit{") && l.contains(&format!("component=\"{component}\"")))
+            .unwrap_or_else(|| panic!("no limit for {component}"));
+        assert!(!limit.ends_with(" 0"), "{limit}");
+        assert!(metrics.lines().any(|l| l.starts_with("paywarden_component_length{") && l.contains(&format!("component=\"{component}\""))));
+    }
 
     // The alert: active at /admin/alerts, POSTed to the webhook once it fired, and again
     // (same fingerprint) with the site in its annotations.
