@@ -109,8 +109,16 @@ pub struct Faults {
     injected_errors: AtomicU64,
     cache_bytes: Option<usize>,
     sawtooth_bytes: Option<usize>,
-    /// The `cache` pattern's entries (oldest first) and the `sawtooth`'s buffer.
-    patterns: Mutex<(VecDeque<Box<[u8]>>, Vec<Box<[u8]>>)>,
+    patterns: Mutex<Patterns>,
+}
+
+/// The benign patterns' memory.
+#[derive(Debug, Default)]
+struct Patterns {
+    /// The `cache` pattern's entries, oldest first.
+    cache: VecDeque<Box<[u8]>>,
+    /// The `sawtooth` pattern's buffer.
+    saw: Vec<Box<[u8]>>,
 }
 
 impl Faults {
@@ -183,7 +191,7 @@ impl Faults {
             return;
         }
         if let Ok(mut p) = self.patterns.lock() {
-            let (cache, saw) = &mut *p;
+            let Patterns { cache, saw } = &mut *p;
             if let Some(cap) = self.cache_bytes {
                 if (cache.len() + 1) * PATTERN_CHUNK_BYTES > cap {
                     cache.pop_front();
@@ -201,7 +209,7 @@ impl Faults {
 
     /// Bytes held by the `cache` and `sawtooth` patterns now.
     pub fn pattern_bytes(&self) -> (usize, usize) {
-        self.patterns.lock().map(|p| (p.0.len() * PATTERN_CHUNK_BYTES, p.1.len() * PATTERN_CHUNK_BYTES)).unwrap_or((0, 0))
+        self.patterns.lock().map(|p| (p.cache.len() * PATTERN_CHUNK_BYTES, p.saw.len() * PATTERN_CHUNK_BYTES)).unwrap_or((0, 0))
     }
 }
 

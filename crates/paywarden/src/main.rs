@@ -67,6 +67,45 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Open-loop payment traffic against a gateway, with latency, errors and the target's
+    /// memory in the report; exits 1 if a threshold fails.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:4242")]
+    target: String,
+    /// A merchant's secret key (sk_test_...).
+    #[arg(long, env = "PAYWARDEN_KEY", hide_env_values = true)]
+    key: String,
+    /// `payments` (the default mix), `noop` (GET /healthz, to measure the tool itself) or a
+    /// TOML scenario file (mix, executor and stages, thresholds).
+    #[arg(long, default_value = "payments")]
+    scenario: String,
+    /// Iterations per second (constant-arrival-rate); overrides the file's executor.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to run (e.g. 30s, 10m); overrides the file's executor.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// A pass/fail rule, e.g. 'p99<50ms', 'error_rate<0.1%', 'dropped<1%', 'confirm.p99<80ms'.
+    /// Repeatable; added to the file's.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<String>,
+    /// Most iterations in flight; past it, iterations are dropped (counted), not queued.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Write summary.json and report.html here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Do not read the target's /metrics.
+    #[arg(long)]
+    no_memory: bool,
 }
 
 #[derive(clap::Args)]
@@ -174,6 +213,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("created a secret key for merchant {} ({}); it is shown once and stored only as a hash", merchant.name, merchant.id);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Load(args) => load(args).await,
         Command::Ledger { command: LedgerCommand::Verify { data_dir } } => {
             if !data_dir.join(paywarden_store::sqlite::DB_FILE).exists() {
                 bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", data_dir.display());
@@ -307,6 +347,61 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("paywarden stopped");
     Ok(())
+}
+
+/// Default rate and duration of `load` when neither the command line nor a file sets them.
+const LOAD_RATE_DEFAULT: f64 = 50.0;
+const LOAD_DURATION_DEFAULT: Duration = Duration::from_secs(30);
+
+async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
+    use paywarden_load::scenario::{builtin, from_toml};
+    use paywarden_load::schedule::Executor;
+    let rate = a.rate.unwrap_or(LOAD_RATE_DEFAULT);
+    let duration = a.duration.unwrap_or(LOAD_DURATION_DEFAULT);
+    let mut scenario = match builtin(&a.scenario, rate, duration) {
+        Some(s) => s,
+        None => {
+            let path = Path::new(&a.scenario);
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--scenario {}: not `payments` or `noop`, and not a readable TOML file", a.scenario))?;
+            let mut s = from_toml(&text, &a.scenario).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if a.rate.is_some() || a.duration.is_some() {
+                let d = a.duration.unwrap_or_else(|| s.executor.duration());
+                s.executor = Executor::ConstantArrivalRate { rate, duration: d };
+            }
+            s
+        }
+    };
+    for t in &a.thresholds {
+        scenario.thresholds.push(t.parse().map_err(|e| anyhow::anyhow!("--threshold {t}: {e}"))?);
+    }
+    if let Some(m) = a.max_in_flight {
+        if m == 0 || m > paywarden_load::scenario::MAX_IN_FLIGHT_MAX {
+            bail!("--max-in-flight must be 1 to {}", paywarden_load::scenario::MAX_IN_FLIGHT_MAX);
+        }
+        scenario.max_in_flight = m;
+    }
+    scenario.executor.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating --out {}", dir.display()))?;
+    }
+    eprintln!("paywarden load: {} ({}) against {}", scenario.name, scenario.executor.describe(), a.target);
+    let cfg = paywarden_load::LoadConfig {
+        target: a.target.clone(),
+        key: a.key.clone(),
+        scenario,
+        timeout: a.timeout,
+        sample_memory: !a.no_memory,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let summary = paywarden_load::run(cfg).await?;
+    print!("{}", summary.text());
+    if let Some(dir) = &a.out {
+        std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+        std::fs::write(dir.join("report.html"), paywarden_load::report::html(&summary))?;
+        println!("wrote {} and {}", dir.join("summary.json").display(), dir.join("report.html").display());
+    }
+    Ok(if summary.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 
 mod crash;
 mod faults;
+mod load;
 mod memory;
 mod prometheus;
 mod receiver;

@@ -1,0 +1,133 @@
+use std::time::Duration;
+
+use paywarden_load::report::html;
+use paywarden_load::scenario::{Operation, builtin};
+use paywarden_load::summary::{MemorySummary, Recorder, Summary, TargetSample};
+use paywarden_load::threshold::Threshold;
+
+fn summary(name: &str, with_memory: bool) -> Summary {
+    let mut r = Recorder::new();
+    for second in 0..30u64 {
+        for i in 0..(50 + second) {
+            let ok = i % 25 != 0;
+            r.record(
+                Operation::Create,
+                Duration::from_micros(800 + 37 * i),
+                ok,
+                Some("status_5xx"),
+            );
+            r.record(
+                Operation::Confirm,
+                Duration::from_micros(1500 + 11 * i),
+                true,
+                None,
+            );
+        }
+        let sample = with_memory.then(|| TargetSample {
+            rss_bytes: Some((100 << 20) + second * 4096),
+            heap_bytes: Some((40 << 20) + second * 1024),
+            leak_state: Some(0),
+        });
+        r.tick(second, sample);
+    }
+    let mut scenario = builtin("payments", 50.0, Duration::from_secs(30)).expect("known");
+    scenario.name = name.to_string();
+    scenario.thresholds = vec![
+        "p99<50ms".parse::<Threshold>().expect("valid"),
+        "error_rate<1%".parse().expect("valid"),
+    ];
+    let memory = with_memory.then(|| MemorySummary {
+        rss_start_bytes: 100 << 20,
+        rss_end_bytes: (100 << 20) + 29 * 4096,
+        rss_max_bytes: (100 << 20) + 29 * 4096,
+        heap_start_bytes: Some(40 << 20),
+        heap_end_bytes: Some((40 << 20) + 29 * 1024),
+        bytes_per_payment: Some(0.6),
+        verdict: "ok".into(),
+        detail: "heap <flat> & steady".into(),
+    });
+    let mut s = r.summary(&scenario, Duration::from_secs(30), memory);
+    s.apply_thresholds(&scenario.thresholds);
+    s
+}
+
+fn assert_self_contained(page: &str) {
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.trim_end().ends_with("</html>"));
+    let lower = page.to_lowercase();
+    for forbidden in [
+        "<script", "http://", "https://", "src=", "<link", "@import", "url(",
+    ] {
+        assert!(!lower.contains(forbidden), "report contains {forbidden:?}");
+    }
+}
+
+#[test]
+fn report_with_memory_has_three_charts() {
+    let page = html(&summary("payments", true));
+    assert_self_contained(&page);
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert_eq!(page.matches("</svg>").count(), 3);
+    for needle in [
+        "Throughput",
+        "Latency per second",
+        "Target memory",
+        "p99&lt;50ms",
+        "error_rate&lt;1%",
+        "status_5xx",
+        "confirm",
+        "heap &lt;flat&gt; &amp; steady",
+        "FAILED",
+    ] {
+        assert!(page.contains(needle), "missing {needle:?}");
+    }
+}
+
+#[test]
+fn report_without_memory_has_two_charts() {
+    let page = html(&summary("payments", false));
+    assert_self_contained(&page);
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(!page.contains("Target memory"));
+}
+
+#[test]
+fn report_escapes_the_scenario_name() {
+    let page = html(&summary("<b>\"x\" & 'y'</b>", false));
+    assert!(!page.contains("<b>"), "unescaped name");
+    assert!(page.contains("&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;"));
+}
+
+#[test]
+fn report_of_an_empty_run_still_renders() {
+    let scenario = builtin("noop", 1.0, Duration::from_secs(1)).expect("known");
+    let s = Recorder::new().summary(&scenario, Duration::ZERO, None);
+    let page = html(&s);
+    assert_self_contained(&page);
+    assert_eq!(page.matches("<svg").count(), 2);
+}
+
+#[test]
+fn long_runs_make_small_reports() {
+    let mut r = Recorder::new();
+    for second in 0..20_000u64 {
+        r.record(
+            Operation::Healthz,
+            Duration::from_micros(100 + second % 97),
+            true,
+            None,
+        );
+        r.tick(
+            second,
+            Some(TargetSample {
+                rss_bytes: Some(1 << 26),
+                heap_bytes: None,
+                leak_state: None,
+            }),
+        );
+    }
+    let scenario = builtin("noop", 1.0, Duration::from_secs(20_000)).expect("known");
+    let page = html(&r.summary(&scenario, Duration::from_secs(20_000), None));
+    assert!(page.len() < 2_000_000, "{} bytes", page.len());
+    assert_eq!(page.matches("<svg").count(), 3);
+}
