@@ -106,6 +106,10 @@ struct LoadArgs {
     /// Do not read the target's /metrics.
     #[arg(long)]
     no_memory: bool,
+    /// Worker threads of the generator (default: one per core). On the target's own machine,
+    /// 1 leaves the other cores to the target, as `wrk -t1` does.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -177,7 +181,15 @@ enum LedgerCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Load(LoadArgs { threads: Some(n), .. }) = &cli.command {
+        if *n == 0 || *n > LOAD_THREADS_MAX {
+            eprintln!("error: --threads must be 1 to {LOAD_THREADS_MAX}");
+            return ExitCode::from(2);
+        }
+        builder.worker_threads(*n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -352,6 +364,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Default rate and duration of `load` when neither the command line nor a file sets them.
 const LOAD_RATE_DEFAULT: f64 = 50.0;
 const LOAD_DURATION_DEFAULT: Duration = Duration::from_secs(30);
+/// Most worker threads `load --threads` accepts.
+const LOAD_THREADS_MAX: usize = 256;
 
 async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
     use paywarden_load::scenario::{builtin, from_toml};
