@@ -23,7 +23,6 @@ use crate::scenario::{Flow, Scenario};
 use crate::schedule::{Executor, Schedule};
 use crate::summary::{Recorder, Summary};
 use crate::target::{parse_metrics, MemoryWatch, METRICS_BYTES_MAX};
-use crate::threshold::evaluate;
 
 /// Created payments remembered for the final check.
 pub const VERIFY_POOL_MAX: usize = 10_000;
@@ -210,8 +209,7 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
     let watch = ticker.await.unwrap_or_default();
     let memory = if cfg.sample_memory { watch.summary() } else { None };
     let mut summary = lock(&shared.recorder).summary(sc, elapsed, memory);
-    summary.thresholds = evaluate(&sc.thresholds, &summary);
-    summary.passed = summary.thresholds.iter().all(|t| t.passed);
+    summary.apply_thresholds(&sc.thresholds);
     Ok(summary)
 }
 
