@@ -100,6 +100,18 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
         .send()
         .await
         .map_err(|e| LoadError::Unreachable { url: base.clone(), reason: e.to_string() })?;
+    // A refused key would turn the whole run into 401s; say so at once instead.
+    if sc.mix.entries().iter().any(|(f, w)| *f != Flow::Noop && *w > 0) {
+        let res = client
+            .get(format!("{base}/v1/payment_intents?limit=1"))
+            .bearer_auth(&cfg.key)
+            .send()
+            .await
+            .map_err(|e| LoadError::Unreachable { url: base.clone(), reason: e.to_string() })?;
+        if res.status().as_u16() == 401 {
+            return Err(LoadError::Config("the target refused --key (401): pass a merchant's secret key (sk_test_...), e.g. from `paywarden keys create`".into()));
+        }
+    }
     let run_id = format!("load-{:016x}", rand::rng().random::<u64>());
     let target = Target { client: client.clone(), base: base.clone(), key: cfg.key.clone(), run_id };
 

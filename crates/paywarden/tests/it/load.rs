@@ -92,6 +92,12 @@ async fn a_failed_threshold_fails_the_run_and_a_bad_scenario_names_its_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(":4:"), "line 4 is the bad rate: {err}");
 
+    let o = tokio::task::block_in_place(|| {
+        Command::new(BIN).args(["load", "--target", &srv.url, "--key", "sk_test_not_a_key", "--duration", "1s"]).output().unwrap()
+    });
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused --key"), "{}", String::from_utf8_lossy(&o.stderr));
+
     let o = tokio::task::block_in_place(|| load(&srv, &["--threshold", "p99<50"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unit"), "{}", String::from_utf8_lossy(&o.stderr));
