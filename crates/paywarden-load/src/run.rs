@@ -211,6 +211,7 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
     let _ = tokio::time::timeout(DRAIN_MAX, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     let elapsed = started.elapsed();
+    lock(&shared.recorder).end_of_load();
 
     // Every created payment remembered is retrieved and compared with its expected state.
     let items = std::mem::take(&mut lock(&shared.pool).items);

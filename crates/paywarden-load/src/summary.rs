@@ -126,7 +126,7 @@ pub struct Summary {
     pub duration_s: f64,
     /// Requests completed (each retry counts).
     pub requests_total: u64,
-    /// `requests_total / duration_s`.
+    /// Requests of the load (not the final verification) per second of the run.
     pub requests_per_second: f64,
     /// Iterations the schedule planned (0 for a closed-loop executor).
     pub iterations_scheduled: u64,
@@ -180,6 +180,9 @@ pub struct Recorder {
     checks_verified: u64,
     checks_mismatched: u64,
     timeline: Vec<SecondPoint>,
+    /// Requests when the load ended ([`Recorder::end_of_load`]): the end-of-run
+    /// verification's retrievals are recorded (latency, errors) but are not load.
+    requests_at_end_of_load: Option<u64>,
 }
 
 impl Default for Recorder {
@@ -214,7 +217,14 @@ impl Recorder {
             checks_verified: 0,
             checks_mismatched: 0,
             timeline: Vec::new(),
+            requests_at_end_of_load: None,
         }
+    }
+
+    /// Marks the end of the load: later requests (the final verification) do not count in
+    /// `requests_per_second` and add no point to the timeline.
+    pub fn end_of_load(&mut self) {
+        self.requests_at_end_of_load.get_or_insert(self.requests_total);
     }
 
     /// Records one request: its latency (measured from the scheduled start), whether it
@@ -285,7 +295,7 @@ impl Recorder {
             rss_bytes: target.and_then(|s| s.rss_bytes),
             heap_bytes: target.and_then(|s| s.heap_bytes),
         };
-        if self.timeline.len() < TIMELINE_SECONDS_MAX {
+        if self.timeline.len() < TIMELINE_SECONDS_MAX && self.requests_at_end_of_load.is_none() {
             self.timeline.push(point);
         }
         self.second.reset();
@@ -346,7 +356,7 @@ impl Recorder {
             duration_s,
             requests_total: self.requests_total,
             requests_per_second: if duration_s > 0.0 {
-                self.requests_total as f64 / duration_s
+                self.requests_at_end_of_load.unwrap_or(self.requests_total) as f64 / duration_s
             } else {
                 0.0
             },

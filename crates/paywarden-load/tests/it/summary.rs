@@ -239,3 +239,23 @@ fn bytes_for_humans() {
     assert_eq!(format_bytes(1536), "1.5 KiB");
     assert_eq!(format_bytes(100 << 20), "100.0 MiB");
 }
+
+#[test]
+fn the_final_verification_is_not_load() {
+    let scenario = builtin("payments", 100.0, Duration::from_secs(10)).expect("known");
+    let mut r = Recorder::new();
+    for _ in 0..1000 {
+        r.record(Operation::Create, Duration::from_millis(2), true, None);
+    }
+    r.tick(0, None);
+    r.end_of_load();
+    for _ in 0..500 {
+        r.record(Operation::Retrieve, Duration::from_millis(1), true, None);
+    }
+    r.tick(1, None);
+    let s = r.summary(&scenario, Duration::from_secs(10), None);
+    assert_eq!(s.requests_total, 1500, "verification requests are counted");
+    assert_eq!(s.requests_per_second, 100.0, "but the rate is the load's");
+    assert_eq!(s.timeline.len(), 1, "and the timeline ends with the load");
+    assert_eq!(s.latency_ms["retrieve"].count, 500);
+}
