@@ -113,7 +113,10 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
         }
     }
     let run_id = format!("load-{:016x}", rand::rng().random::<u64>());
-    let target = Target { client: client.clone(), base: base.clone(), key: cfg.key.clone(), run_id };
+    // Shared, not cloned, by every iteration: a clone per iteration would copy strings and
+    // vectors at tens of thousands a second.
+    let target = Arc::new(Target { client: client.clone(), base: base.clone(), key: cfg.key.clone(), run_id });
+    let sc = &Arc::new(sc.clone());
 
     let shared = Arc::new(Shared {
         recorder: Mutex::new(Recorder::new()),
