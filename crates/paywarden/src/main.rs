@@ -84,10 +84,10 @@ struct LoadArgs {
     /// TOML scenario file (mix, executor and stages, thresholds).
     #[arg(long, default_value = "payments")]
     scenario: String,
-    /// Iterations per second (constant-arrival-rate); overrides the file's executor.
+    /// Iterations per second (constant-arrival-rate); replaces a file's executor.
     #[arg(long)]
     rate: Option<f64>,
-    /// How long to run (e.g. 30s, 10m); overrides the file's executor.
+    /// How long to run (e.g. 30s, 10m); sets a file's constant executor's length.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// A pass/fail rule, e.g. 'p99<50ms', 'error_rate<0.1%', 'dropped<1%', 'confirm.p99<80ms'.
@@ -379,10 +379,16 @@ async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--scenario {}: not `payments` or `noop`, and not a readable TOML file", a.scenario))?;
             let mut s = from_toml(&text, &a.scenario).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if a.rate.is_some() || a.duration.is_some() {
-                let d = a.duration.unwrap_or_else(|| s.executor.duration());
-                s.executor = Executor::ConstantArrivalRate { rate, duration: d };
-            }
+            s.executor = match (a.rate, a.duration, s.executor) {
+                // --rate makes it a constant arrival rate, for --duration or the file's length.
+                (Some(r), d, e) => Executor::ConstantArrivalRate { rate: r, duration: d.unwrap_or_else(|| e.duration()) },
+                (None, Some(d), Executor::ConstantArrivalRate { rate, .. }) => Executor::ConstantArrivalRate { rate, duration: d },
+                (None, Some(d), Executor::ConstantVus { vus, .. }) => Executor::ConstantVus { vus, duration: d },
+                (None, Some(_), Executor::RampingArrivalRate { .. }) => {
+                    bail!("--duration cannot change a ramping-arrival-rate scenario's length: edit its stages in {}", a.scenario)
+                }
+                (None, None, e) => e,
+            };
             s
         }
     };

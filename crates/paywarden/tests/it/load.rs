@@ -98,6 +98,19 @@ async fn a_failed_threshold_fails_the_run_and_a_bad_scenario_names_its_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("refused --key"), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // --duration shortens a file's closed loop and keeps it closed.
+    let vus = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(vus.path(), "[executor]\nkind = \"constant-vus\"\nvus = 2\nduration = \"1h\"\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = tokio::task::block_in_place(|| {
+        load(&srv, &["--scenario", vus.path().to_str().unwrap(), "--duration", "1s", "--out", out.path().to_str().unwrap()])
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert!(s["executor"].as_str().unwrap().contains("constant-vus"), "{}", s["executor"]);
+    assert!(s["duration_s"].as_f64().unwrap() < 30.0);
+    assert!(s["iterations_completed"].as_u64().unwrap() > 0);
+
     let o = tokio::task::block_in_place(|| load(&srv, &["--threshold", "p99<50"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unit"), "{}", String::from_utf8_lossy(&o.stderr));
