@@ -1,0 +1,264 @@
+//! The canary judge: canary against a baseline started at the same time, metric by metric.
+//!
+//! Pure: the caller gathers one [`Window`] per version over the same step (requests, errors,
+//! a bounded sample of latencies, heap growth per request, memguard's leak state) and gets a
+//! [`Verdict`]. Kayenta's vocabulary: each metric scores `pass`, `marginal` or `fail`, or is
+//! `inconclusive` when there is too little data; the step's score follows.
+//!
+//! | metric | critical | fail | marginal | test |
+//! |---|---|---|---|---|
+//! | `error_rate` | yes | canary − baseline ≥ `error_rate_tolerance` (1 %) and one-sided z ≥ 2.33 (p ≤ 0.01) | half the tolerance and z ≥ 1.64 | two-proportion z-test |
+//! | `latency` | no | p ≤ 0.01 and the canary is slower in ≥ 60 % of pairs | p ≤ 0.05 and ≥ 55 % | Mann–Whitney U, normal approximation with tie correction; effect size = U ÷ (n₁n₂) |
+//! | `heap_growth_per_request` | no | canary − baseline ≥ 1 KiB per request | ≥ 256 B | difference of the two rates |
+//! | `leak` | yes | canary `leaking` | canary `suspect` | memguard's state |
+//!
+//! **The step**: a critical metric that fails fails the step at once; otherwise any failure
+//! fails it; otherwise any inconclusive metric makes the step inconclusive (**no data is never
+//! a pass**); otherwise any marginal makes it marginal; else it passes. Fewer than
+//! `min_requests` requests on either side makes the traffic-based metrics inconclusive.
+//!
+//! Bounds: latencies beyond [`LATENCY_SAMPLES_MAX`] per window are ignored (the caller should
+//! reservoir-sample); the judge allocates two vectors of that size at most.
+
+use memguard::stats::{median_in_place, normal_cdf};
+use serde::Serialize;
+
+/// Latency samples per window the judge reads.
+pub const LATENCY_SAMPLES_MAX: usize = 5_000;
+
+/// One version's figures over a step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Window {
+    pub requests: u64,
+    /// Requests that failed on the server's side (5xx, connection errors).
+    pub errors: u64,
+    /// A sample of request latencies, in milliseconds.
+    pub latencies_ms: Vec<f64>,
+    /// Heap growth per request over the step, bytes (from `/metrics`); `None` if unknown.
+    pub heap_growth_per_request: Option<f64>,
+    /// memguard's leak state: 0 ok, 1 suspect, 2 leaking; `None` if unknown.
+    pub leak_state: Option<u8>,
+}
+
+/// Tolerances and evidence thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct JudgeConfig {
+    /// Fewest requests on each side before traffic-based metrics are judged. Default 100.
+    pub min_requests: u64,
+    /// Fewest latency samples on each side. Default 50.
+    pub min_latency_samples: usize,
+    /// Absolute error-rate increase that fails the canary. Default 0.01.
+    pub error_rate_tolerance: f64,
+    /// Share of (canary, baseline) pairs in which the canary is slower that fails it. Default 0.60.
+    pub latency_effect_fail: f64,
+    /// ... that makes it marginal. Default 0.55.
+    pub latency_effect_marginal: f64,
+    /// Extra heap per request that fails the canary, bytes. Default 1024.
+    pub heap_growth_fail: f64,
+    /// ... that makes it marginal. Default 256.
+    pub heap_growth_marginal: f64,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            min_requests: 100,
+            min_latency_samples: 50,
+            error_rate_tolerance: 0.01,
+            latency_effect_fail: 0.60,
+            latency_effect_marginal: 0.55,
+            heap_growth_fail: 1024.0,
+            heap_growth_marginal: 256.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Score {
+    Pass,
+    Marginal,
+    Inconclusive,
+    Fail,
+}
+
+impl Score {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Score::Pass => "pass",
+            Score::Marginal => "marginal",
+            Score::Inconclusive => "inconclusive",
+            Score::Fail => "fail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricVerdict {
+    pub metric: &'static str,
+    pub critical: bool,
+    pub score: Score,
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+    /// The test's figures in words.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub score: Score,
+    /// Share of metrics that passed, 0 to 100 (Kayenta's score).
+    pub score_pct: f64,
+    /// Why, in a few words.
+    pub reason: String,
+    pub metrics: Vec<MetricVerdict>,
+}
+
+/// Judges a canary against its baseline.
+pub fn judge(canary: &Window, baseline: &Window, config: &JudgeConfig) -> Verdict {
+    let metrics = vec![
+        leak(canary, baseline),
+        error_rate(canary, baseline, config),
+        latency(canary, baseline, config),
+        heap_growth(canary, baseline, config),
+    ];
+    let passed = metrics.iter().filter(|m| m.score == Score::Pass).count();
+    let score_pct = 100.0 * passed as f64 / metrics.len() as f64;
+    let critical_fail = metrics.iter().find(|m| m.critical && m.score == Score::Fail);
+    let (score, reason) = if let Some(m) = critical_fail {
+        (Score::Fail, format!("critical metric {} failed: {}", m.metric, m.detail))
+    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Fail) {
+        (Score::Fail, format!("{} failed: {}", m.metric, m.detail))
+    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Inconclusive) {
+        (Score::Inconclusive, format!("{} is inconclusive: {}", m.metric, m.detail))
+    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Marginal) {
+        (Score::Marginal, format!("{} is marginal: {}", m.metric, m.detail))
+    } else {
+        (Score::Pass, "every metric passed".to_string())
+    };
+    Verdict { score, score_pct, reason, metrics }
+}
+
+fn verdict(metric: &'static str, critical: bool, score: Score, canary: Option<f64>, baseline: Option<f64>, detail: String) -> MetricVerdict {
+    MetricVerdict { metric, critical, score, canary, baseline, detail }
+}
+
+fn leak(c: &Window, b: &Window) -> MetricVerdict {
+    let (cs, bs) = (c.leak_state.map(f64::from), b.leak_state.map(f64::from));
+    match c.leak_state {
+        None => verdict("leak", true, Score::Inconclusive, cs, bs, "no leak state from the canary".into()),
+        Some(s) if s >= 2 => verdict("leak", true, Score::Fail, cs, bs, "memguard says the canary is leaking".into()),
+        Some(1) => verdict("leak", true, Score::Marginal, cs, bs, "memguard suspects a leak in the canary".into()),
+        Some(_) => verdict("leak", true, Score::Pass, cs, bs, "memguard: ok".into()),
+    }
+}
+
+fn error_rate(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
+    let rate = |w: &Window| if w.requests == 0 { None } else { Some(w.errors.min(w.requests) as f64 / w.requests as f64) };
+    let (cr, br) = (rate(c), rate(b));
+    if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
+        let d = format!("{} canary and {} baseline requests; {} each needed", c.requests, b.requests, cfg.min_requests);
+        return verdict("error_rate", true, Score::Inconclusive, cr, br, d);
+    }
+    let (p1, p2) = (cr.unwrap_or(0.0), br.unwrap_or(0.0));
+    let (n1, n2) = (c.requests as f64, b.requests as f64);
+    let pooled = (c.errors.min(c.requests) + b.errors.min(b.requests)) as f64 / (n1 + n2);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    let diff = p1 - p2;
+    // With no errors on either side there is no variance and nothing to test.
+    let z = if se > 0.0 { diff / se } else { 0.0 };
+    let detail = format!("canary {:.2} %, baseline {:.2} %, z = {z:.2}", p1 * 100.0, p2 * 100.0);
+    let score = if diff >= cfg.error_rate_tolerance && z >= 2.326 {
+        Score::Fail
+    } else if diff >= cfg.error_rate_tolerance / 2.0 && z >= 1.645 {
+        Score::Marginal
+    } else {
+        Score::Pass
+    };
+    verdict("error_rate", true, score, cr, br, detail)
+}
+
+fn latency(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
+    let take = |w: &Window| -> Vec<f64> { w.latencies_ms.iter().copied().filter(|x| x.is_finite()).take(LATENCY_SAMPLES_MAX).collect() };
+    let (xs, ys) = (take(c), take(b));
+    let (cm, bm) = (median(&xs), median(&ys));
+    if xs.len() < cfg.min_latency_samples || ys.len() < cfg.min_latency_samples {
+        let d = format!("{} canary and {} baseline latencies; {} each needed", xs.len(), ys.len(), cfg.min_latency_samples);
+        return verdict("latency", false, Score::Inconclusive, cm, bm, d);
+    }
+    let (effect, p) = mann_whitney_greater(&xs, &ys);
+    let detail = format!(
+        "median canary {:.2} ms, baseline {:.2} ms; canary slower in {:.0} % of pairs, one-sided p = {p:.4}",
+        cm.unwrap_or(0.0),
+        bm.unwrap_or(0.0),
+        effect * 100.0
+    );
+    let score = if p <= 0.01 && effect >= cfg.latency_effect_fail {
+        Score::Fail
+    } else if p <= 0.05 && effect >= cfg.latency_effect_marginal {
+        Score::Marginal
+    } else {
+        Score::Pass
+    };
+    verdict("latency", false, score, cm, bm, detail)
+}
+
+fn heap_growth(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
+    let (cg, bg) = (c.heap_growth_per_request.filter(|x| x.is_finite()), b.heap_growth_per_request.filter(|x| x.is_finite()));
+    let (Some(x), Some(y)) = (cg, bg) else {
+        return verdict("heap_growth_per_request", false, Score::Inconclusive, cg, bg, "heap growth unknown for a version".into());
+    };
+    if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
+        return verdict("heap_growth_per_request", false, Score::Inconclusive, cg, bg, "too few requests to divide by".into());
+    }
+    let extra = x - y;
+    let detail = format!("canary {x:.0} B/request, baseline {y:.0} B/request");
+    let score = if extra >= cfg.heap_growth_fail {
+        Score::Fail
+    } else if extra >= cfg.heap_growth_marginal {
+        Score::Marginal
+    } else {
+        Score::Pass
+    };
+    verdict("heap_growth_per_request", false, score, cg, bg, detail)
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    median_in_place(&mut v.to_vec())
+}
+
+/// Mann–Whitney U for "x tends to be greater than y": returns the effect size U ÷ (n₁n₂)
+/// (the share of pairs with x > y, ties counting half) and the one-sided p-value from the
+/// normal approximation with tie correction and continuity correction.
+pub fn mann_whitney_greater(x: &[f64], y: &[f64]) -> (f64, f64) {
+    let (n1, n2) = (x.len(), y.len());
+    if n1 == 0 || n2 == 0 {
+        return (0.5, 1.0);
+    }
+    let mut all: Vec<(f64, bool)> = x.iter().map(|v| (*v, true)).chain(y.iter().map(|v| (*v, false))).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = all.len();
+    let (mut rank_sum_x, mut tie_term) = (0.0, 0.0);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let t = (j - i + 1) as f64;
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum_x += avg_rank * all[i..=j].iter().filter(|e| e.1).count() as f64;
+        tie_term += t * t * t - t;
+        i = j + 1;
+    }
+    let (n1f, n2f, nf) = (n1 as f64, n2 as f64, n as f64);
+    let u = rank_sum_x - n1f * (n1f + 1.0) / 2.0;
+    let effect = u / (n1f * n2f);
+    let mean = n1f * n2f / 2.0;
+    let var = n1f * n2f / 12.0 * ((nf + 1.0) - tie_term / (nf * (nf - 1.0)));
+    if var <= 0.0 {
+        return (effect, 1.0);
+    }
+    let z = (u - mean - 0.5) / var.sqrt();
+    (effect, 1.0 - normal_cdf(z))
+}

@@ -1,0 +1,128 @@
+//! The canary judge on synthetic windows: a healthy canary passes, each kind of regression
+//! fails (critical ones at once), and too little data is inconclusive, never a pass.
+
+use paywarden_rollout::judge::mann_whitney_greater;
+use paywarden_rollout::{judge, JudgeConfig, Score, Window};
+
+/// SplitMix64, for reproducible latencies.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Log-normal-ish latencies around `median_ms`.
+fn latencies(rng: &mut Rng, n: usize, median_ms: f64) -> Vec<f64> {
+    (0..n).map(|_| median_ms * (1.0 + 0.5 * (rng.unit() - 0.5)).exp2().max(0.01)).collect()
+}
+
+fn healthy(rng: &mut Rng) -> Window {
+    Window { requests: 2000, errors: 2, latencies_ms: latencies(rng, 1000, 5.0), heap_growth_per_request: Some(3.0), leak_state: Some(0) }
+}
+
+fn score_of(v: &paywarden_rollout::Verdict, metric: &str) -> Score {
+    v.metrics.iter().find(|m| m.metric == metric).unwrap().score
+}
+
+#[test]
+fn a_healthy_canary_passes() {
+    let mut rng = Rng(1);
+    for _ in 0..20 {
+        let (c, b) = (healthy(&mut rng), healthy(&mut rng));
+        let v = judge(&c, &b, &JudgeConfig::default());
+        assert_eq!(v.score, Score::Pass, "{v:#?}");
+        assert_eq!(v.score_pct, 100.0);
+    }
+}
+
+#[test]
+fn a_leaking_canary_fails_at_once_whatever_else_says() {
+    let mut rng = Rng(2);
+    let b = healthy(&mut rng);
+    // Even with too little traffic for the other metrics, a leak is a leak.
+    let c = Window { requests: 10, errors: 0, latencies_ms: vec![], heap_growth_per_request: None, leak_state: Some(2) };
+    let v = judge(&c, &b, &JudgeConfig::default());
+    assert_eq!(v.score, Score::Fail);
+    assert!(v.reason.contains("critical metric leak"), "{}", v.reason);
+    let c = Window { leak_state: Some(1), ..healthy(&mut rng) };
+    assert_eq!(judge(&c, &b, &JudgeConfig::default()).score, Score::Marginal);
+}
+
+#[test]
+fn an_error_spike_fails_and_a_blip_does_not() {
+    let mut rng = Rng(3);
+    let b = healthy(&mut rng);
+    let c = Window { errors: 400, ..healthy(&mut rng) }; // 20 %
+    let v = judge(&c, &b, &JudgeConfig::default());
+    assert_eq!(v.score, Score::Fail);
+    assert_eq!(score_of(&v, "error_rate"), Score::Fail);
+    assert!(v.reason.contains("critical metric error_rate"));
+    // 3 errors in 2000 against 2: noise.
+    let c = Window { errors: 3, ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "error_rate"), Score::Pass);
+}
+
+#[test]
+fn slower_latency_fails_and_equal_latency_passes() {
+    let mut rng = Rng(4);
+    let b = healthy(&mut rng);
+    let c = Window { latencies_ms: latencies(&mut rng, 1000, 7.5), ..healthy(&mut rng) }; // +50 %
+    let v = judge(&c, &b, &JudgeConfig::default());
+    assert_eq!(score_of(&v, "latency"), Score::Fail, "{v:#?}");
+    assert_eq!(v.score, Score::Fail);
+    // Faster is never a failure.
+    let c = Window { latencies_ms: latencies(&mut rng, 1000, 2.5), ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "latency"), Score::Pass);
+}
+
+#[test]
+fn extra_heap_per_request_fails() {
+    let mut rng = Rng(5);
+    let b = healthy(&mut rng);
+    let c = Window { heap_growth_per_request: Some(4096.0), ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Fail);
+    let c = Window { heap_growth_per_request: Some(400.0), ..healthy(&mut rng) };
+    assert_eq!(judge(&c, &b, &JudgeConfig::default()).score, Score::Marginal);
+}
+
+#[test]
+fn no_data_is_inconclusive_never_a_pass() {
+    let mut rng = Rng(6);
+    let empty = Window::default();
+    let v = judge(&empty, &empty, &JudgeConfig::default());
+    assert_eq!(v.score, Score::Inconclusive, "{v:#?}");
+    assert_eq!(v.score_pct, 0.0);
+    // Just under the minimum traffic on one side.
+    let c = Window { requests: 99, ..healthy(&mut rng) };
+    let v = judge(&c, &healthy(&mut rng), &JudgeConfig::default());
+    assert_eq!(v.score, Score::Inconclusive);
+    assert!(v.reason.contains("100 each needed"), "{}", v.reason);
+    // At the minimum it is judged.
+    let c = Window { requests: 100, errors: 0, ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &healthy(&mut rng), &JudgeConfig::default()), "error_rate"), Score::Pass);
+}
+
+#[test]
+fn mann_whitney_matches_hand_computed_values() {
+    // x all above y: U = n1 n2, effect 1, tiny p.
+    let (e, p) = mann_whitney_greater(&[4.0, 5.0, 6.0, 7.0, 8.0, 9.0], &[1.0, 2.0, 3.0, 1.5, 2.5, 0.5]);
+    assert_eq!(e, 1.0);
+    assert!(p < 0.01, "{p}");
+    // Identical samples: effect one half, p about one half.
+    let same = [1.0, 2.0, 3.0, 4.0, 5.0];
+    let (e, p) = mann_whitney_greater(&same, &same);
+    assert_eq!(e, 0.5);
+    assert!(p > 0.4, "{p}");
+    // Ties count half: x = [2, 2], y = [2, 1] -> pairs (2>2: ½, 2>1: 1) x2 = 3 of 4.
+    let (e, _) = mann_whitney_greater(&[2.0, 2.0], &[2.0, 1.0]);
+    assert_eq!(e, 0.75);
+    // NaN-free and bounded on degenerate input.
+    let (e, p) = mann_whitney_greater(&[], &[1.0]);
+    assert_eq!((e, p), (0.5, 1.0));
+}

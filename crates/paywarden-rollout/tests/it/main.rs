@@ -1,0 +1,3 @@
+//! paywarden-rollout's integration tests.
+
+mod judge;
