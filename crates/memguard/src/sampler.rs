@@ -288,6 +288,11 @@ impl MemoryGuard {
     pub fn alerts(&self) -> Option<AlertsView> {
         self.alerts.lock().ok().map(|b| b.view())
     }
+
+    /// (events recorded, alerts active), without copying them.
+    pub fn alert_counts(&self) -> Option<(usize, usize)> {
+        self.alerts.lock().ok().map(|b| (b.events().count(), b.active().len()))
+    }
 }
 
 /// Turns the detector's and the failure-rate alert's states into alerts: an event on every

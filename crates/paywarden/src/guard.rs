@@ -88,9 +88,9 @@ pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            if let Some(v) = watched.alerts() {
-                m.metrics().component("alert_events", v.events.len(), events_max);
-                m.metrics().component("alerts_active", v.active.len(), ACTIVE_MAX);
+            if let Some((events, active)) = watched.alert_counts() {
+                m.metrics().component("alert_events", events, events_max);
+                m.metrics().component("alerts_active", active, ACTIVE_MAX);
             }
             if let (Some(w), Some(max)) = (watched.snapshot().and_then(|s| s.webhook), queue_max) {
                 m.metrics().component("alert_webhook_queue", w.queued.saturating_sub(w.sent + w.failed) as usize, max);
