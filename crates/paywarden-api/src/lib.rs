@@ -1037,6 +1037,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness: the store answers a read and the writer's queue has room. A rollout controller
+/// sends traffic to an instance only after this says 200.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let stats = app.store.stats();
+    if stats.writer_queue_len >= stats.writer_queue_max {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the writer's queue is full\n").into_response();
+    }
+    match app.store.merchants_count().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: the store did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store did not answer\n").into_response()
+        }
+    }
+}
+
 /// The admin hooks, after the admin token is checked.
 fn admin_hooks(app: &App, headers: &HeaderMap) -> Result<Arc<dyn AdminHooks>, ApiError> {
     app.admin(headers)?;
@@ -1138,6 +1154,7 @@ macro_rules! get_by_id {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/admin/memory/leak-report", get(leak_report))
         .route("/admin/alerts", get(alerts))

@@ -176,6 +176,12 @@ pub fn openapi_document() {}
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive (no I/O)", body = String)))]
 pub fn healthz() {}
 
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready for traffic: the store answers and the writer's queue has room", body = String),
+    (status = 503, description = "Not ready", body = String)
+))]
+pub fn readyz() {}
+
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics (OpenMetrics text); every series has a version label", content_type = "application/openmetrics-text", body = String)))]
 pub fn metrics() {}
 
@@ -217,7 +223,7 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, metrics, leak_report, alerts, pprof_heap
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, readyz, metrics, leak_report, alerts, pprof_heap
     ),
     components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
 )]

@@ -1,7 +1,28 @@
-//! paywarden's staged rollouts (issue 5). This release has the canary judge: the pure
-//! comparison of a canary with a baseline started at the same time (Kayenta's method). The
-//! controller, the weighted proxy and the `up` / `deploy` / `rollback` commands follow.
+//! paywarden's staged rollouts, in Argo Rollouts' and Kayenta's vocabulary.
+//!
+//! - [`controller`]: `paywarden up`'s brain: the stable release, one deployment at a time
+//!   (canary and a fresh baseline started together, steps with weights and bake times, the
+//!   judge at every step, promotion or rollback), the admin API's state.
+//! - [`proxy`]: the public listener; splits requests between instances by weight, retries only
+//!   when it is safe, counts requests, errors and latencies per instance, drains.
+//! - [`instance`]: one gateway child process: start, readiness, `/metrics` scrape, stop.
+//! - [`plan`]: the steps (`default`, `fast`, or a TOML file).
+//! - [`judge`]: the canary judge (pure).
+//! - [`events`]: the append-only event log (JSON lines) that reviews are built from.
+//! - [`release`]: releases (binary, hash, arguments, version) and the deployment history.
+//! - [`admin`]: the admin HTTP API (loopback, bearer token).
+//!
+//! This crate knows the gateway only through its command line (`serve --listen --data-dir`),
+//! `/readyz`, and the names of a few `/metrics` series; it knows nothing of payments or of
+//! Stripe's wire format.
 
+pub mod admin;
+pub mod controller;
+pub mod events;
+pub mod instance;
 pub mod judge;
+pub mod plan;
+pub mod proxy;
+pub mod release;
 
 pub use judge::{judge, JudgeConfig, MetricVerdict, Score, Verdict, Window};

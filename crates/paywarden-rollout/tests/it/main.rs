@@ -1,3 +1,5 @@
-//! paywarden-rollout's integration tests.
+//! paywarden-rollout's integration tests, one binary.
 
-mod judge;
+mod instance;
+mod kubernetes;
+mod proxy;
