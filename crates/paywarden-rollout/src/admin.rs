@@ -1,1 +1,177 @@
-//! (being written)
+//! The admin API: bound to loopback on its own port, every route behind `Authorization:
+//! Bearer ADMIN_TOKEN` (compared as SHA-256 digests in constant time; merchant keys are
+//! refused by name).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /admin/status` | stable, canary (with weight), baseline, last deployment with traffic figures |
+//! | `GET /admin/canary/verdict` | the judge's current verdict (Argo Rollouts' Web metric provider reads `score`) |
+//! | `GET /admin/history` | every deployment's record, oldest first |
+//! | `GET /admin/events?deployment=ID` | the event log (the last 10 000 events) |
+//! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..]}` → 202 `{"id"}` |
+//! | `POST /admin/rollback` | rolls back the deployment in progress; answers when done |
+//! | `GET /healthz` | no token: the controller is alive |
+//!
+//! Errors are JSON `{"error": {"message": ...}}` with 400 (bad request: what to change), 401
+//! (no or wrong token), 404, 409 (a deployment is or is not in progress), 413 (body over
+//! [`ADMIN_BODY_BYTES_MAX`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::controller::{ControlError, Controller, DeployRequest};
+use crate::plan::Plan;
+
+/// Largest admin request body.
+pub const ADMIN_BODY_BYTES_MAX: usize = 128 * 1024;
+
+struct AdminState {
+    controller: Controller,
+    token_sha256: [u8; 32],
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"message": message.into()}}))).into_response()
+}
+
+impl From<ControlError> for Response {
+    fn from(e: ControlError) -> Response {
+        match e {
+            ControlError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+            ControlError::Conflict(m) => error(StatusCode::CONFLICT, m),
+            ControlError::Failed(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        }
+    }
+}
+
+/// The admin router. `token_sha256_hex` is the SHA-256 of the admin token, hex.
+pub fn router(controller: Controller, token_sha256_hex: &str) -> anyhow::Result<Router> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(token_sha256_hex, &mut digest).map_err(|e| anyhow::anyhow!("admin token hash: {e}"))?;
+    let state = Arc::new(AdminState { controller, token_sha256: digest });
+    Ok(Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/canary/verdict", get(verdict))
+        .route("/admin/history", get(history))
+        .route("/admin/events", get(events))
+        .route("/admin/deployments", post(deploy))
+        .route("/admin/rollback", post(rollback))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route; see GET /admin/status") })
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_BYTES_MAX))
+        .with_state(state))
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "send the admin token: Authorization: Bearer TOKEN"));
+    };
+    let token = value.strip_prefix("Bearer ").unwrap_or("").trim();
+    if token.starts_with("sk_") || token.starts_with("rk_") {
+        return Err(error(StatusCode::UNAUTHORIZED, "merchant keys do not work on the admin API; use the admin token `paywarden up` printed"));
+    }
+    let digest = Sha256::digest(token.as_bytes());
+    if bool::from(digest.as_slice().ct_eq(&state.token_sha256)) {
+        Ok(())
+    } else {
+        Err(error(StatusCode::UNAUTHORIZED, "wrong admin token"))
+    }
+}
+
+async fn status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    Json(s.controller.status()).into_response()
+}
+
+async fn verdict(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    Json(s.controller.verdict()).into_response()
+}
+
+async fn history(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    Json(json!({"deployments": s.controller.history()})).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    deployment: Option<String>,
+}
+
+async fn events(State(s): State<Arc<AdminState>>, headers: HeaderMap, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "the only query parameter is deployment=ID");
+    };
+    match s.controller.events().read(q.deployment.as_deref()) {
+        Ok(ev) => Json(json!({"events": ev})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("reading the event log: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    version: String,
+    binary: Option<PathBuf>,
+    /// `default` or `fast`.
+    plan: Option<String>,
+    /// A plan file's text (instead of `plan`).
+    plan_toml: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+async fn deploy(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Result<Json<DeployBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return error(e.status(), format!("the body must be JSON {{\"version\", \"binary\"?, \"plan\"?, \"plan_toml\"?, \"args\"?}}: {}", e.body_text())),
+    };
+    let plan = match (body.plan.as_deref(), body.plan_toml.as_deref()) {
+        (Some(_), Some(_)) => return error(StatusCode::BAD_REQUEST, "send plan (a name) or plan_toml (a file's text), not both"),
+        (None, Some(t)) => match Plan::from_toml(t, "plan") {
+            Ok(p) => p,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
+        },
+        (name, None) => match Plan::builtin(name.unwrap_or("default")) {
+            Some(p) => p,
+            None => return error(StatusCode::BAD_REQUEST, format!("plan {:?}: use default, fast, or send a plan file", name.unwrap_or(""))),
+        },
+    };
+    let req = DeployRequest { version: body.version, binary: body.binary, plan, args: body.args };
+    match s.controller.deploy(req) {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response(),
+        Err(e) => e.into(),
+    }
+}
+
+async fn rollback(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    match s.controller.rollback("requested through the admin API").await {
+        Ok(record) => Json(json!({"rolled_back": record})).into_response(),
+        Err(e) => e.into(),
+    }
+}

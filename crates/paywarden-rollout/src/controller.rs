@@ -1,1 +1,878 @@
-//! (being written)
+//! The rollout controller: the stable release, one deployment at a time, and the routes.
+//!
+//! **A deployment** (Argo Rollouts' canary strategy with Kayenta's baseline):
+//! 1. The canary (the new release) and a fresh **baseline** (the stable release) start together,
+//!    on their own loopback ports, sharing the data dir; both must answer `/readyz` within the
+//!    plan's `ready_timeout`, or the deployment is rolled back.
+//! 2. Each step sets the canary's weight; the baseline gets the same share while it fits and
+//!    the stable the rest ([`Plan::split`]). Every `judge_interval` the controller scrapes both
+//!    instances and runs the [judge](crate::judge) on their **cumulative** windows since the
+//!    deployment started (canary and baseline always get equal traffic, so the comparison stays
+//!    fair, and evidence from early steps still counts at 100 %).
+//! 3. A critical metric (leak, error rate) that fails rolls back at once; after the bake time a
+//!    pass advances, any fail rolls back, and marginal or inconclusive extend the step up to
+//!    `step_timeout`, where marginal advances and inconclusive rolls back: no data is never a
+//!    pass.
+//! 4. **Rollback**: the stable takes all traffic at once, the canary's leak report goes to the
+//!    event log, in-flight requests to canary and baseline drain (bounded), both stop.
+//!    **Promotion** after the 100 % step: the canary takes all traffic, the old stable and the
+//!    baseline drain and stop, and the release is saved as the new stable.
+//!
+//! A canary that exits (crash loop) or never gets ready is rolled back; a stable that exits is
+//! restarted with back-off. Every step, verdict, alert, rollback and promotion goes to the
+//! [event log](crate::events); each deployment's record to the history.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::events::EventLog;
+use crate::instance::{Instance, InstanceSpec, Scrape};
+use crate::judge::{judge, Score, Verdict, Window};
+use crate::plan::Plan;
+use crate::proxy::{Proxy, ProxyTotals, Route};
+use crate::release::{self, Release, StableState};
+
+/// Most (requests, heap) points kept per instance for the heap-growth slope; past it, every
+/// other point is dropped (the series keeps its span at half the resolution).
+pub const HEAP_POINTS_MAX: usize = 600;
+/// Requests an instance serves before its heap points count (warm-up: caches, pools).
+pub const HEAP_WARMUP_REQUESTS: f64 = 10.0;
+/// Longest wait for a stable restart's back-off.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest a manual rollback request waits for the rollback to complete.
+pub const ROLLBACK_WAIT_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data_dir: PathBuf,
+    /// The stable release when the data dir has none yet.
+    pub initial: Release,
+    /// Given to instances (env `PAYWARDEN_ADMIN_TOKEN`) so the controller can read their leak
+    /// reports and alerts.
+    pub instance_token: String,
+    /// SIGTERM to SIGKILL.
+    pub stop_grace: Duration,
+    /// How long the stable gets to become ready.
+    pub ready_timeout: Duration,
+    /// Extra environment for instances.
+    pub instance_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InProgress,
+    Promoted,
+    RolledBack,
+}
+
+/// One deployment, as `status` and `history` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub version: String,
+    pub binary: PathBuf,
+    pub sha256: String,
+    pub args: Vec<String>,
+    pub baseline_version: String,
+    pub plan: Plan,
+    /// 1-based; 0 before the first step.
+    pub step: usize,
+    pub canary_weight_pct: f64,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    /// Requests through the proxy since the deployment started.
+    pub requests_total: u64,
+    pub requests_to_canary: u64,
+    pub requests_to_baseline: u64,
+    /// Client requests answered 5xx (by an instance or the proxy) since it started.
+    pub failed_requests: u64,
+    pub failed_canary_requests: u64,
+    pub verdict: Option<Verdict>,
+}
+
+struct Running {
+    id: u64,
+    release: Release,
+    instance: Instance,
+}
+
+struct Live {
+    record: DeploymentRecord,
+    canary: Option<Arc<Running>>,
+    baseline: Option<Arc<Running>>,
+    /// Canary and baseline weights, basis points.
+    weights: (u32, u32),
+    abort: watch::Sender<Option<String>>,
+    done: watch::Receiver<bool>,
+    totals_at_start: ProxyTotals,
+}
+
+struct State {
+    stable: Option<Arc<Running>>,
+    previous: Option<Release>,
+    live: Option<Live>,
+    last: Option<DeploymentRecord>,
+}
+
+struct Inner {
+    cfg: ControllerConfig,
+    dir: PathBuf,
+    proxy: Proxy,
+    http: reqwest::Client,
+    events: EventLog,
+    state: Mutex<State>,
+    next_backend: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// The controller; cheap to clone.
+#[derive(Clone)]
+pub struct Controller(Arc<Inner>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What `deploy` asks for.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub version: String,
+    /// None: the stable release's binary.
+    pub binary: Option<PathBuf>,
+    pub plan: Plan,
+    pub args: Vec<String>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn new_deployment_id() -> String {
+    use rand::Rng;
+    let suffix: String = (0..10).map(|_| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::rng().random_range(0..36)])).collect();
+    format!("dep_{}{suffix}", unix_ms())
+}
+
+impl Controller {
+    /// Starts the stable release (the data dir's, else `cfg.initial`) and routes all traffic
+    /// to it. The proxy is the caller's to serve.
+    pub async fn start(cfg: ControllerConfig, proxy: Proxy) -> anyhow::Result<Controller> {
+        let dir = release::rollout_dir(&cfg.data_dir);
+        std::fs::create_dir_all(&dir)?;
+        let events = EventLog::open(&dir)?;
+        let saved = release::load_stable(&dir).map_err(anyhow::Error::msg)?;
+        let (stable_release, previous) = match saved {
+            Some(s) => (s.stable, s.previous),
+            None => (cfg.initial.clone(), None),
+        };
+        if let Ok(h) = release::hash_file(&stable_release.binary) {
+            if h != stable_release.sha256 {
+                tracing::warn!(binary = %stable_release.binary.display(), "the stable binary changed on disk since it was released");
+            }
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let inner = Arc::new(Inner {
+            cfg,
+            dir,
+            proxy,
+            http,
+            events,
+            state: Mutex::new(State { stable: None, previous, live: None, last: None }),
+            next_backend: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        });
+        let c = Controller(inner);
+        // A deployment the previous controller left unfinished.
+        if let Ok(h) = release::read_history(&c.0.dir) {
+            for rec in h.iter().filter(|r| r.get("outcome").and_then(Value::as_str) == Some("in_progress")) {
+                let mut rec = rec.clone();
+                rec["outcome"] = json!("rolled_back");
+                rec["reason"] = json!("the controller stopped during the deployment; the stable release was kept");
+                rec["ended_unix_ms"] = json!(unix_ms());
+                let _ = release::append_history(&c.0.dir, &rec);
+            }
+        }
+        let running = c.start_instance(&stable_release, "stable", c.0.cfg.ready_timeout).await.map_err(anyhow::Error::msg)?;
+        c.0.events.append(
+            "stable_started",
+            None,
+            json!({"version": stable_release.version, "sha256": stable_release.sha256, "addr": running.instance.addr().to_string(), "pid": running.instance.pid()}),
+        );
+        c.lock().stable = Some(running.clone());
+        c.apply_routes();
+        c.supervise_stable(running);
+        c.spawn_alert_watch();
+        Ok(c)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.0.events
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.0.proxy
+    }
+
+    /// Lines the stable instance printed for the operator (a first secret key).
+    pub fn announcements(&self) -> Vec<String> {
+        self.lock().stable.as_ref().map(|s| s.instance.announcements()).unwrap_or_default()
+    }
+
+    async fn start_instance(&self, release: &Release, role: &str, ready: Duration) -> Result<Arc<Running>, String> {
+        let spec = InstanceSpec {
+            name: format!("{} {role}", release.version),
+            binary: release.binary.clone(),
+            data_dir: self.0.cfg.data_dir.clone(),
+            args: release.args.clone(),
+            admin_token: self.0.cfg.instance_token.clone(),
+            env: self.0.cfg.instance_env.clone(),
+        };
+        let instance = Instance::start(spec, ready).await.map_err(|e| format!("{} {role}: {e}", release.version))?;
+        let id = self.0.next_backend.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Running { id, release: release.clone(), instance }))
+    }
+
+    /// Routes from the state: stable, and canary/baseline at their weights.
+    fn apply_routes(&self) {
+        let st = self.lock();
+        let mut routes = Vec::with_capacity(3);
+        let (cw, bw) = st.live.as_ref().map(|l| l.weights).unwrap_or((0, 0));
+        if let Some(s) = &st.stable {
+            routes.push(Route { id: s.id, addr: s.instance.addr(), weight: 10_000 - cw - bw, label: format!("{} stable", s.release.version).into() });
+        }
+        if let Some(l) = &st.live {
+            if let Some(c) = &l.canary {
+                routes.push(Route { id: c.id, addr: c.instance.addr(), weight: cw, label: format!("{} canary", c.release.version).into() });
+            }
+            if let Some(b) = &l.baseline {
+                routes.push(Route { id: b.id, addr: b.instance.addr(), weight: bw, label: format!("{} baseline", b.release.version).into() });
+            }
+        }
+        drop(st);
+        self.0.proxy.set_routes(routes);
+    }
+
+    /// Restarts the stable instance when it exits, with back-off, until shutdown.
+    fn supervise_stable(&self, running: Arc<Running>) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let mut current = running;
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                current.instance.exited().await;
+                if c.0.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                // Replaced by a promotion: its successor has its own supervisor.
+                if c.lock().stable.as_ref().map(|s| s.id) != Some(current.id) {
+                    return;
+                }
+                let status = current.instance.exit_status().unwrap_or_default();
+                tracing::error!(version = %current.release.version, %status, "the stable instance exited; restarting it");
+                c.0.events.append("stable_exited", None, json!({"version": current.release.version, "status": status}));
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    if c.0.shutting_down.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match c.start_instance(&current.release, "stable", c.0.cfg.ready_timeout).await {
+                        Ok(r) => {
+                            let replaced = {
+                                let mut st = c.lock();
+                                let replaced = st.stable.as_ref().map(|s| s.id) != Some(current.id);
+                                if !replaced {
+                                    st.stable = Some(r.clone());
+                                }
+                                replaced
+                            };
+                            if replaced {
+                                r.instance.stop(c.0.cfg.stop_grace).await;
+                                return;
+                            }
+                            c.apply_routes();
+                            c.0.proxy.forget(current.id);
+                            c.0.events.append("stable_started", None, json!({"version": r.release.version, "addr": r.instance.addr().to_string(), "pid": r.instance.pid(), "restart": true}));
+                            current = r;
+                            backoff = Duration::from_secs(1);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "restarting the stable instance failed");
+                            c.0.events.append("stable_restart_failed", None, json!({"error": e}));
+                            backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Polls every instance's alerts every 2 s and logs new transitions as `alert` events.
+    fn spawn_alert_watch(&self) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if c.0.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (instances, deployment) = {
+                    let st = c.lock();
+                    let mut v: Vec<(Arc<Running>, &'static str)> = st.stable.iter().map(|s| (s.clone(), "stable")).collect();
+                    if let Some(l) = &st.live {
+                        v.extend(l.canary.iter().map(|x| (x.clone(), "canary")));
+                        v.extend(l.baseline.iter().map(|x| (x.clone(), "baseline")));
+                    }
+                    (v, st.live.as_ref().map(|l| l.record.id.clone()))
+                };
+                let live_ids: Vec<u64> = instances.iter().map(|(r, _)| r.id).collect();
+                seen.retain(|id, _| live_ids.contains(id));
+                for (r, role) in instances {
+                    let url = format!("http://{}/admin/alerts", r.instance.addr());
+                    let Ok(resp) = c.0.http.get(&url).bearer_auth(&c.0.cfg.instance_token).send().await else { continue };
+                    let Ok(body) = resp.json::<Value>().await else { continue };
+                    let last = seen.entry(r.id).or_insert(0);
+                    for ev in body.get("events").and_then(Value::as_array).into_iter().flatten() {
+                        let seq = ev.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                        if seq > *last {
+                            *last = seq;
+                            c.0.events.append(
+                                "alert",
+                                deployment.as_deref(),
+                                json!({"instance": role, "version": r.release.version, "status": ev.get("status"), "alert": ev.get("alert")}),
+                            );
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts a deployment; returns its id at once (the rollout runs in the background).
+    pub fn deploy(&self, req: DeployRequest) -> Result<String, ControlError> {
+        req.plan.validate().map_err(|e| ControlError::BadRequest(format!("plan: {e}")))?;
+        let mut st = self.lock();
+        if let Some(l) = &st.live {
+            return Err(ControlError::Conflict(format!("deployment {} of {} is in progress; wait for it or roll it back", l.record.id, l.record.version)));
+        }
+        let Some(stable) = st.stable.clone() else {
+            return Err(ControlError::Conflict("the stable instance is restarting; try again in a few seconds".into()));
+        };
+        let binary = req.binary.clone().unwrap_or_else(|| stable.release.binary.clone());
+        let release = Release::new(&req.version, &binary, req.args.clone()).map_err(ControlError::BadRequest)?;
+        let id = new_deployment_id();
+        let (abort, abort_rx) = watch::channel(None);
+        let (done_tx, done) = watch::channel(false);
+        let record = DeploymentRecord {
+            id: id.clone(),
+            version: release.version.clone(),
+            binary: release.binary.clone(),
+            sha256: release.sha256.clone(),
+            args: release.args.clone(),
+            baseline_version: stable.release.version.clone(),
+            plan: req.plan.clone(),
+            step: 0,
+            canary_weight_pct: 0.0,
+            outcome: Outcome::InProgress,
+            reason: None,
+            started_unix_ms: unix_ms(),
+            ended_unix_ms: None,
+            requests_total: 0,
+            requests_to_canary: 0,
+            requests_to_baseline: 0,
+            failed_requests: 0,
+            failed_canary_requests: 0,
+            verdict: None,
+        };
+        let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
+        st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
+        drop(st);
+        self.0.events.append(
+            "deployment_started",
+            Some(&id),
+            json!({"version": release.version, "binary": release.binary, "sha256": release.sha256, "args": release.args,
+                   "baseline_version": stable.release.version, "plan": req.plan}),
+        );
+        let c = self.clone();
+        tokio::spawn(async move {
+            c.run(release, stable, req.plan, abort_rx).await;
+            let _ = done_tx.send(true);
+        });
+        Ok(id)
+    }
+
+    /// Rolls back the deployment in progress and waits (bounded) until it is done.
+    pub async fn rollback(&self, reason: &str) -> Result<DeploymentRecord, ControlError> {
+        let mut done = {
+            let st = self.lock();
+            let Some(l) = &st.live else {
+                let stable = st.stable.as_ref().map(|s| s.release.version.clone()).unwrap_or_default();
+                return Err(ControlError::Conflict(format!("no deployment in progress; {stable} is the stable release")));
+            };
+            let _ = l.abort.send(Some(reason.to_string()));
+            l.done.clone()
+        };
+        let _ = tokio::time::timeout(ROLLBACK_WAIT_MAX, done.wait_for(|d| *d)).await;
+        self.lock().last.clone().ok_or_else(|| ControlError::Failed("the rollback did not finish in time".into()))
+    }
+
+    /// The deployment in progress or the last one, with live figures.
+    fn current_record(&self) -> Option<DeploymentRecord> {
+        let st = self.lock();
+        match &st.live {
+            Some(l) => Some(self.live_figures(l)),
+            None => st.last.clone(),
+        }
+    }
+
+    fn live_figures(&self, l: &Live) -> DeploymentRecord {
+        let mut r = l.record.clone();
+        let t = self.0.proxy.totals();
+        r.requests_total = t.requests.saturating_sub(l.totals_at_start.requests);
+        r.failed_requests = t.failed.saturating_sub(l.totals_at_start.failed);
+        if let Some(c) = l.canary.as_ref().and_then(|c| self.0.proxy.stats(c.id)) {
+            r.requests_to_canary = c.requests;
+            r.failed_canary_requests = c.errors;
+        }
+        if let Some(b) = l.baseline.as_ref().and_then(|b| self.0.proxy.stats(b.id)) {
+            r.requests_to_baseline = b.requests;
+        }
+        r
+    }
+
+    /// `GET /admin/status`.
+    pub fn status(&self) -> Value {
+        let st = self.lock();
+        let inst = |r: &Arc<Running>| {
+            json!({"version": r.release.version, "binary": r.release.binary, "sha256": r.release.sha256, "args": r.release.args,
+                   "addr": r.instance.addr().to_string(), "pid": r.instance.pid()})
+        };
+        let mut canary = Value::Null;
+        let mut baseline = Value::Null;
+        if let Some(l) = &st.live {
+            if let Some(c) = &l.canary {
+                canary = inst(c);
+                canary["weight_pct"] = json!(l.weights.0 as f64 / 100.0);
+            } else {
+                canary = json!({"version": l.record.version, "weight_pct": 0.0, "starting": true});
+            }
+            if let Some(b) = &l.baseline {
+                baseline = inst(b);
+                baseline["weight_pct"] = json!(l.weights.1 as f64 / 100.0);
+            }
+        }
+        let last = match &st.live {
+            Some(l) => Some(self.live_figures(l)),
+            None => st.last.clone(),
+        };
+        let stable_weight = 100.0 - st.live.as_ref().map(|l| (l.weights.0 + l.weights.1) as f64 / 100.0).unwrap_or(0.0);
+        let mut stable = st.stable.as_ref().map(inst).unwrap_or(Value::Null);
+        if !stable.is_null() {
+            stable["weight_pct"] = json!(stable_weight);
+        }
+        json!({
+            "stable": stable,
+            "previous_version": st.previous.as_ref().map(|p| p.version.clone()),
+            "canary": canary,
+            "baseline": baseline,
+            "last_deployment": last,
+            "proxy": self.0.proxy.totals(),
+        })
+    }
+
+    /// `GET /admin/canary/verdict`: the verdict of the deployment in progress, or the last one.
+    pub fn verdict(&self) -> Value {
+        match self.current_record() {
+            None => json!({"deployment": null, "phase": "no deployment", "score": "inconclusive", "score_pct": 0.0,
+                           "reason": "no deployment has run", "metrics": []}),
+            Some(r) => {
+                let phase = match r.outcome {
+                    Outcome::InProgress if r.step == 0 => "starting canary and baseline".to_string(),
+                    Outcome::InProgress => format!("step {} of {}", r.step, r.plan.steps.len()),
+                    Outcome::Promoted => "promoted".into(),
+                    Outcome::RolledBack => "rolled back".into(),
+                };
+                let v = r.verdict.clone();
+                json!({
+                    "deployment": r.id, "version": r.version, "phase": phase, "outcome": r.outcome,
+                    "step": r.step, "canary_weight_pct": r.canary_weight_pct,
+                    "score": v.as_ref().map(|v| v.score.as_str()).unwrap_or("inconclusive"),
+                    "score_pct": v.as_ref().map(|v| v.score_pct).unwrap_or(0.0),
+                    "reason": v.as_ref().map(|v| v.reason.clone()).unwrap_or_else(|| "not judged yet".into()),
+                    "metrics": v.map(|v| v.metrics).unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// `GET /admin/history`: every deployment's last record, oldest first.
+    pub fn history(&self) -> Vec<Value> {
+        release::read_history(&self.0.dir).unwrap_or_default()
+    }
+
+    /// Stops everything: a deployment in progress is rolled back first, then instances get
+    /// SIGTERM (graceful drain) and the proxy is the caller's to stop.
+    pub async fn shutdown(&self) {
+        if self.lock().live.is_some() {
+            let _ = self.rollback("the controller is shutting down").await;
+        }
+        self.0.shutting_down.store(true, Ordering::Relaxed);
+        let stable = self.lock().stable.clone();
+        if let Some(s) = stable {
+            s.instance.stop(self.0.cfg.stop_grace).await;
+        }
+    }
+
+    fn with_live(&self, f: impl FnOnce(&mut Live)) {
+        if let Some(l) = self.lock().live.as_mut() {
+            f(l);
+        }
+    }
+
+    /// The rollout itself.
+    async fn run(&self, release: Release, stable: Arc<Running>, plan: Plan, mut abort: watch::Receiver<Option<String>>) {
+        let id = self.lock().live.as_ref().map(|l| l.record.id.clone()).unwrap_or_default();
+        let started = Instant::now();
+        let (canary, baseline) =
+            tokio::join!(self.start_instance(&release, "canary", plan.ready_timeout), self.start_instance(&stable.release, "baseline", plan.ready_timeout));
+        let (canary, baseline) = match (canary, baseline) {
+            (Ok(c), Ok(b)) => (c, b),
+            (c, b) => {
+                let mut reasons = Vec::new();
+                for r in [&c, &b] {
+                    match r {
+                        Ok(r) => {
+                            r.instance.stop(self.0.cfg.stop_grace).await;
+                        }
+                        Err(e) => reasons.push(e.clone()),
+                    }
+                }
+                let reason = format!("did not get ready: {}", reasons.join("; "));
+                self.finish(&id, Outcome::RolledBack, reason, started);
+                return;
+            }
+        };
+        self.with_live(|l| {
+            l.canary = Some(canary.clone());
+            l.baseline = Some(baseline.clone());
+        });
+        self.0.events.append(
+            "instances_ready",
+            Some(&id),
+            json!({"canary": {"addr": canary.instance.addr().to_string(), "pid": canary.instance.pid()},
+                   "baseline": {"addr": baseline.instance.addr().to_string(), "pid": baseline.instance.pid()},
+                   "elapsed_ms": started.elapsed().as_millis() as u64}),
+        );
+        let mut series = Series::default();
+        let mut last_score: Option<Score> = None;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let (cw, bw, _) = Plan::split(step.weight_pct);
+            self.with_live(|l| {
+                l.weights = (cw, bw);
+                l.record.step = i + 1;
+                l.record.canary_weight_pct = step.weight_pct;
+            });
+            self.apply_routes();
+            self.0.events.append(
+                "step_started",
+                Some(&id),
+                json!({"step": i + 1, "steps": plan.steps.len(), "weight_pct": step.weight_pct, "baseline_weight_pct": bw as f64 / 100.0,
+                       "bake": humantime::format_duration(step.bake).to_string()}),
+            );
+            let step_start = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.judge_interval) => {}
+                    _ = abort.changed() => {}
+                    _ = canary.instance.exited() => {}
+                    _ = baseline.instance.exited() => {}
+                }
+                let manual = abort.borrow().clone();
+                if let Some(reason) = manual {
+                    self.roll_back(&id, &canary, &baseline, &plan, format!("manual rollback: {reason}"), None, started).await;
+                    return;
+                }
+                if let Some(s) = canary.instance.exit_status() {
+                    self.roll_back(&id, &canary, &baseline, &plan, format!("the canary exited ({s})"), None, started).await;
+                    return;
+                }
+                if let Some(s) = baseline.instance.exit_status() {
+                    self.roll_back(&id, &canary, &baseline, &plan, format!("the baseline exited ({s}); the comparison is impossible"), None, started).await;
+                    return;
+                }
+                let (cs, bs) = tokio::join!(canary.instance.scrape(&self.0.http), baseline.instance.scrape(&self.0.http));
+                let cstats = self.0.proxy.stats(canary.id).unwrap_or_default();
+                let bstats = self.0.proxy.stats(baseline.id).unwrap_or_default();
+                series.observe(cs.ok(), bs.ok(), cstats.requests as f64, bstats.requests as f64);
+                let cw_ = Window {
+                    requests: cstats.requests,
+                    errors: cstats.errors,
+                    latencies_ms: cstats.latencies_ms,
+                    heap_growth_per_request: series.canary.growth_per_request(),
+                    leak_state: series.canary_leak,
+                };
+                let bw_ = Window {
+                    requests: bstats.requests,
+                    errors: bstats.errors,
+                    latencies_ms: bstats.latencies_ms,
+                    heap_growth_per_request: series.baseline.growth_per_request(),
+                    leak_state: series.baseline_leak,
+                };
+                let verdict = judge(&cw_, &bw_, &plan.judge);
+                self.with_live(|l| l.record.verdict = Some(verdict.clone()));
+                if last_score != Some(verdict.score) {
+                    last_score = Some(verdict.score);
+                    self.0.events.append("verdict", Some(&id), json!({"step": i + 1, "weight_pct": step.weight_pct, "verdict": verdict}));
+                }
+                let elapsed = step_start.elapsed();
+                let critical_fail = verdict.metrics.iter().any(|m| m.critical && m.score == Score::Fail);
+                match verdict.score {
+                    Score::Fail if critical_fail || elapsed >= step.bake => {
+                        let reason = format!("step {} ({} %): {}", i + 1, step.weight_pct, verdict.reason);
+                        self.roll_back(&id, &canary, &baseline, &plan, reason, Some(verdict), started).await;
+                        return;
+                    }
+                    Score::Pass if elapsed >= step.bake => {
+                        self.0.events.append("step_passed", Some(&id), json!({"step": i + 1, "weight_pct": step.weight_pct, "elapsed_ms": elapsed.as_millis() as u64, "verdict": verdict}));
+                        break;
+                    }
+                    Score::Marginal if elapsed >= plan.step_timeout => {
+                        self.0.events.append("step_passed", Some(&id), json!({"step": i + 1, "weight_pct": step.weight_pct, "elapsed_ms": elapsed.as_millis() as u64, "marginal": true, "verdict": verdict}));
+                        break;
+                    }
+                    Score::Inconclusive if elapsed >= plan.step_timeout => {
+                        let reason = format!("step {} ({} %): still inconclusive after {} ({}); no data is never a pass", i + 1, step.weight_pct, humantime::format_duration(plan.step_timeout), verdict.reason);
+                        self.roll_back(&id, &canary, &baseline, &plan, reason, Some(verdict), started).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.promote(&id, &canary, &baseline, &stable, &plan, started).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_back(&self, id: &str, canary: &Arc<Running>, baseline: &Arc<Running>, plan: &Plan, reason: String, verdict: Option<Verdict>, started: Instant) {
+        // First the traffic: the stable takes everything at once.
+        self.with_live(|l| l.weights = (0, 0));
+        self.apply_routes();
+        tracing::warn!(deployment = id, %reason, "rolling back");
+        self.0.events.append("rollback_started", Some(id), json!({"reason": reason, "verdict": verdict, "elapsed_ms": started.elapsed().as_millis() as u64}));
+        // Then the evidence, while the canary still runs.
+        if canary.instance.exit_status().is_none() {
+            match canary.instance.leak_report(&self.0.http).await {
+                Ok(report) => {
+                    self.0.events.append("leak_report", Some(id), json!({"instance": "canary", "version": canary.release.version, "report": report}));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the canary's leak report"),
+            }
+        }
+        let (dc, db) = tokio::join!(self.0.proxy.drain(canary.id, plan.drain_timeout), self.0.proxy.drain(baseline.id, plan.drain_timeout));
+        // The record's figures before the instances and their stats go.
+        let record = self.lock().live.as_ref().map(|l| self.live_figures(l));
+        tokio::join!(canary.instance.stop(self.0.cfg.stop_grace), baseline.instance.stop(self.0.cfg.stop_grace));
+        if !(dc && db) {
+            tracing::warn!(deployment = id, "in-flight requests to the canary or baseline did not drain in time");
+        }
+        if let Some(r) = record {
+            self.with_live(|l| l.record = r);
+        }
+        self.with_live(|l| {
+            l.canary = None;
+            l.baseline = None;
+        });
+        self.0.proxy.forget(canary.id);
+        self.0.proxy.forget(baseline.id);
+        self.finish(id, Outcome::RolledBack, reason, started);
+    }
+
+    async fn promote(&self, id: &str, canary: &Arc<Running>, baseline: &Arc<Running>, old: &Arc<Running>, plan: &Plan, started: Instant) {
+        {
+            let mut st = self.lock();
+            st.stable = Some(canary.clone());
+            st.previous = Some(old.release.clone());
+            if let Some(l) = st.live.as_mut() {
+                l.weights = (0, 0);
+                l.canary = None;
+            }
+        }
+        self.apply_routes();
+        self.0.events.append("promoting", Some(id), json!({"version": canary.release.version, "elapsed_ms": started.elapsed().as_millis() as u64}));
+        let state = StableState { stable: canary.release.clone(), previous: Some(old.release.clone()) };
+        if let Err(e) = release::save_stable(&self.0.dir, &state) {
+            tracing::error!(error = %e, "could not save the new stable release; a restart of `up` would bring back the old one");
+        }
+        let (_, _) = tokio::join!(self.0.proxy.drain(old.id, plan.drain_timeout), self.0.proxy.drain(baseline.id, plan.drain_timeout));
+        let mut record = self.lock().live.as_ref().map(|l| self.live_figures(l));
+        if let (Some(r), Some(s)) = (record.as_mut(), self.0.proxy.stats(canary.id)) {
+            r.requests_to_canary = s.requests;
+            r.failed_canary_requests = s.errors;
+        }
+        tokio::join!(old.instance.stop(self.0.cfg.stop_grace), baseline.instance.stop(self.0.cfg.stop_grace));
+        if let Some(r) = record {
+            self.with_live(|l| l.record = r);
+        }
+        self.with_live(|l| l.baseline = None);
+        self.0.proxy.forget(old.id);
+        self.0.proxy.forget(baseline.id);
+        self.supervise_stable(canary.clone());
+        self.finish(id, Outcome::Promoted, format!("every step passed; {} is the stable release", canary.release.version), started);
+    }
+
+    fn finish(&self, id: &str, outcome: Outcome, reason: String, started: Instant) {
+        let record = {
+            let mut st = self.lock();
+            let Some(mut l) = st.live.take() else { return };
+            // Figures were frozen before instances stopped; only fill what is missing.
+            if l.record.requests_total == 0 {
+                l.record = self.live_figures(&l);
+            }
+            l.record.outcome = outcome;
+            l.record.reason = Some(reason.clone());
+            l.record.ended_unix_ms = Some(unix_ms());
+            st.last = Some(l.record.clone());
+            l.record
+        };
+        self.apply_routes();
+        let kind = match outcome {
+            Outcome::Promoted => "promoted",
+            _ => "rolled_back",
+        };
+        self.0.events.append(
+            kind,
+            Some(id),
+            json!({"reason": reason, "duration_ms": started.elapsed().as_millis() as u64, "requests_total": record.requests_total,
+                   "requests_to_canary": record.requests_to_canary, "failed_requests": record.failed_requests}),
+        );
+        let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
+        tracing::info!(deployment = id, outcome = kind, %reason, "deployment finished");
+    }
+}
+
+/// Heap against requests served, per instance, for the heap-growth slope.
+#[derive(Default)]
+struct Points {
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+}
+
+impl Points {
+    fn push(&mut self, requests: f64, heap: f64) {
+        if self.xs.len() >= HEAP_POINTS_MAX {
+            let keep = |v: &mut Vec<f64>| {
+                let mut i = 0;
+                v.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+            };
+            keep(&mut self.xs);
+            keep(&mut self.ys);
+        }
+        self.xs.push(requests);
+        self.ys.push(heap);
+    }
+
+    /// Theil–Sen slope of heap bytes against requests, after the warm-up requests: bytes each
+    /// request leaves behind. None until 5 points span at least 10 requests.
+    fn growth_per_request(&self) -> Option<f64> {
+        let first = *self.xs.first()?;
+        let start = self.xs.iter().position(|x| *x >= first + HEAP_WARMUP_REQUESTS)?;
+        let (xs, ys) = (&self.xs[start..], &self.ys[start..]);
+        if xs.len() < 5 || xs[xs.len() - 1] - xs[0] < 10.0 {
+            return None;
+        }
+        let mut scratch = Vec::with_capacity(xs.len() * (xs.len() - 1) / 2);
+        memguard::stats::theil_sen(xs, ys, &mut scratch)
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    canary: Points,
+    baseline: Points,
+    canary_leak: Option<u8>,
+    baseline_leak: Option<u8>,
+}
+
+impl Series {
+    fn observe(&mut self, c: Option<Scrape>, b: Option<Scrape>, c_requests: f64, b_requests: f64) {
+        if let Some(c) = c {
+            if let Some(h) = c.heap_allocated_bytes {
+                self.canary.push(c_requests, h);
+            }
+            self.canary_leak = c.leak_state.or(self.canary_leak);
+        }
+        if let Some(b) = b {
+            if let Some(h) = b.heap_allocated_bytes {
+                self.baseline.push(b_requests, h);
+            }
+            self.baseline_leak = b.leak_state.or(self.baseline_leak);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_per_request_sees_a_leak_past_warm_up_and_noise() {
+        let mut p = Points::default();
+        // Warm-up: 200 KiB in the first 5 requests, then 1.5 KiB per request with noise.
+        for i in 0..40 {
+            let req = (i * 3) as f64;
+            let warm = if req >= 5.0 { 200_000.0 } else { 0.0 };
+            let noise = if i % 3 == 0 { 20_000.0 } else { -5_000.0 };
+            p.push(req, 10_000_000.0 + warm + 1_536.0 * req + noise);
+        }
+        let g = p.growth_per_request().unwrap();
+        assert!((1_300.0..1_800.0).contains(&g), "{g}");
+    }
+
+    #[test]
+    fn flat_heap_grows_nothing_and_too_little_data_is_unknown() {
+        let mut p = Points::default();
+        for i in 0..4 {
+            p.push(i as f64 * 100.0, 1e7);
+        }
+        assert_eq!(p.growth_per_request(), None);
+        for i in 4..30 {
+            p.push(i as f64 * 100.0, 1e7 + if i % 2 == 0 { 4096.0 } else { 0.0 });
+        }
+        assert!(p.growth_per_request().unwrap().abs() < 5.0);
+    }
+
+    #[test]
+    fn points_stay_bounded() {
+        let mut p = Points::default();
+        for i in 0..(HEAP_POINTS_MAX * 3) {
+            p.push(i as f64, i as f64 * 2.0);
+        }
+        assert!(p.xs.len() <= HEAP_POINTS_MAX);
+        assert_eq!(p.xs.len(), p.ys.len());
+        assert!((p.growth_per_request().unwrap() - 2.0).abs() < 1e-9);
+    }
+}

@@ -9,7 +9,7 @@
 //! |---|---|---|---|---|
 //! | `error_rate` | yes | canary − baseline ≥ `error_rate_tolerance` (1 %) and one-sided z ≥ 2.33 (p ≤ 0.01) | half the tolerance and z ≥ 1.64 | two-proportion z-test |
 //! | `latency` | no | p ≤ 0.01 and the canary is slower in ≥ 60 % of pairs | p ≤ 0.05 and ≥ 55 % | Mann–Whitney U, normal approximation with tie correction; effect size = U ÷ (n₁n₂) |
-//! | `heap_growth_per_request` | no | canary − baseline ≥ 1 KiB per request | ≥ 256 B | difference of the two rates |
+//! | `heap_growth_per_request` | no | canary − max(baseline, 0) ≥ 1 KiB per request | ≥ 256 B | difference of the two rates (a shrinking baseline counts as flat) |
 //! | `leak` | yes | canary `leaking` | canary `suspect` | memguard's state |
 //!
 //! **The step**: a critical metric that fails fails the step at once; otherwise any failure
@@ -211,7 +211,9 @@ fn heap_growth(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
     if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
         return verdict("heap_growth_per_request", false, Score::Inconclusive, cg, bg, "too few requests to divide by".into());
     }
-    let extra = x - y;
+    // A baseline that shrank (warm-up freed) is no evidence against the canary: compare with
+    // zero then.
+    let extra = x - y.max(0.0);
     let detail = format!("canary {x:.0} B/request, baseline {y:.0} B/request");
     let score = if extra >= cfg.heap_growth_fail {
         Score::Fail

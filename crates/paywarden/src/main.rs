@@ -17,6 +17,7 @@ use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store,
 use rand::RngCore;
 
 mod guard;
+mod rollout;
 
 /// jemalloc: its statistics feed the memory guard, and its sampling heap profiler names
 /// leaking allocation sites.
@@ -70,6 +71,18 @@ enum Command {
     /// Open-loop payment traffic against a gateway, with latency, errors and the target's
     /// memory in the report; exits 1 if a threshold fails.
     Load(LoadArgs),
+    /// The rollout controller: a proxy on --listen, the stable release's instance, the admin
+    /// API on --admin-listen. The embedded default: SQLite in --data-dir, sandbox acquirer.
+    Up(rollout::UpArgs),
+    /// Roll out a new release: canary and baseline, judged at every step; exit 0 if promoted,
+    /// 1 if rolled back.
+    Deploy(rollout::DeployArgs),
+    /// Roll back the deployment in progress (the stable takes all traffic at once).
+    Rollback(rollout::AdminArgs),
+    /// What runs: stable, canary and its weight, the last deployment.
+    Status(rollout::StatusArgs),
+    /// Every deployment and its outcome.
+    History(rollout::StatusArgs),
 }
 
 #[derive(clap::Args)]
@@ -208,7 +221,10 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -226,6 +242,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Load(args) => load(args).await,
+        Command::Up(args) => rollout::up(args).await,
+        Command::Deploy(args) => rollout::deploy(args).await,
+        Command::Rollback(args) => rollout::rollback(args).await,
+        Command::Status(args) => rollout::status(args).await,
+        Command::History(args) => rollout::history(args).await,
         Command::Ledger { command: LedgerCommand::Verify { data_dir } } => {
             if !data_dir.join(paywarden_store::sqlite::DB_FILE).exists() {
                 bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", data_dir.display());
@@ -424,7 +445,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
     Ok(if summary.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

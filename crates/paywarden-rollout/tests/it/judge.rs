@@ -92,6 +92,18 @@ fn extra_heap_per_request_fails() {
 }
 
 #[test]
+fn a_shrinking_baseline_is_no_evidence_against_a_flat_canary() {
+    let mut rng = Rng(6);
+    // Seen on real instances: both freed warm-up memory, the baseline more.
+    let b = Window { heap_growth_per_request: Some(-4460.0), ..healthy(&mut rng) };
+    let c = Window { heap_growth_per_request: Some(-1558.0), ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Pass);
+    // ... but a canary that grows is judged against zero, not against the shrinking baseline.
+    let c = Window { heap_growth_per_request: Some(1500.0), ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Fail);
+}
+
+#[test]
 fn no_data_is_inconclusive_never_a_pass() {
     let mut rng = Rng(6);
     let empty = Window::default();

@@ -7,6 +7,7 @@ mod load;
 mod memory;
 mod prometheus;
 mod receiver;
+mod rollout;
 mod sdk;
 mod server;
 
