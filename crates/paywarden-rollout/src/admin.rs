@@ -72,6 +72,7 @@ pub fn router(controller: Controller, token_sha256_hex: &str) -> anyhow::Result<
         .with_state(state))
 }
 
+#[allow(clippy::result_large_err)] // a Response is what the handlers return anyway
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(error(StatusCode::UNAUTHORIZED, "send the admin token: Authorization: Bearer TOKEN"));

@@ -180,10 +180,8 @@ impl Controller {
             Some(s) => (s.stable, s.previous),
             None => (cfg.initial.clone(), None),
         };
-        if let Ok(h) = release::hash_file(&stable_release.binary) {
-            if h != stable_release.sha256 {
-                tracing::warn!(binary = %stable_release.binary.display(), "the stable binary changed on disk since it was released");
-            }
+        if release::hash_file(&stable_release.binary).is_ok_and(|h| h != stable_release.sha256) {
+            tracing::warn!(binary = %stable_release.binary.display(), "the stable binary changed on disk since it was released");
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let inner = Arc::new(Inner {
@@ -422,19 +420,100 @@ impl Controller {
         Ok(id)
     }
 
-    /// Rolls back the deployment in progress and waits (bounded) until it is done.
+    /// Rolls back the deployment in progress and waits (bounded) until it is done. With none in
+    /// progress, goes back to the release before the last promotion (see
+    /// [`Controller::rollback_release`]).
     pub async fn rollback(&self, reason: &str) -> Result<DeploymentRecord, ControlError> {
-        let mut done = {
+        let done = {
             let st = self.lock();
-            let Some(l) = &st.live else {
-                let stable = st.stable.as_ref().map(|s| s.release.version.clone()).unwrap_or_default();
-                return Err(ControlError::Conflict(format!("no deployment in progress; {stable} is the stable release")));
-            };
-            let _ = l.abort.send(Some(reason.to_string()));
-            l.done.clone()
+            st.live.as_ref().map(|l| {
+                let _ = l.abort.send(Some(reason.to_string()));
+                l.done.clone()
+            })
+        };
+        let Some(mut done) = done else {
+            return self.rollback_release(reason).await;
         };
         let _ = tokio::time::timeout(ROLLBACK_WAIT_MAX, done.wait_for(|d| *d)).await;
         self.lock().last.clone().ok_or_else(|| ControlError::Failed("the rollback did not finish in time".into()))
+    }
+
+    /// Puts the release before the last promotion back: it starts, gets ready, takes all
+    /// traffic at once, and the current stable drains and stops. Recorded as a deployment of
+    /// the previous version with outcome `rolled_back`.
+    pub async fn rollback_release(&self, reason: &str) -> Result<DeploymentRecord, ControlError> {
+        let (id, current, target, started) = {
+            let mut st = self.lock();
+            if st.live.is_some() {
+                return Err(ControlError::Conflict("a deployment is in progress; roll it back first".into()));
+            }
+            let Some(current) = st.stable.clone() else {
+                return Err(ControlError::Conflict("the stable instance is restarting; try again in a few seconds".into()));
+            };
+            let Some(target) = st.previous.clone() else {
+                return Err(ControlError::Conflict(format!(
+                    "no deployment in progress and no earlier release to go back to; {} is the stable release",
+                    current.release.version
+                )));
+            };
+            let id = new_deployment_id();
+            let plan = Plan { name: "rollback".into(), steps: vec![crate::plan::Step { weight_pct: 100.0, bake: Duration::ZERO }], ..Plan::fast() };
+            let (abort, _) = watch::channel(None);
+            let (_, done) = watch::channel(false);
+            let record = DeploymentRecord {
+                id: id.clone(),
+                version: target.version.clone(),
+                binary: target.binary.clone(),
+                sha256: target.sha256.clone(),
+                args: target.args.clone(),
+                baseline_version: current.release.version.clone(),
+                plan,
+                step: 0,
+                canary_weight_pct: 0.0,
+                outcome: Outcome::InProgress,
+                reason: None,
+                started_unix_ms: unix_ms(),
+                ended_unix_ms: None,
+                requests_total: 0,
+                requests_to_canary: 0,
+                requests_to_baseline: 0,
+                failed_requests: 0,
+                failed_canary_requests: 0,
+                verdict: None,
+            };
+            st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
+            (id, current, target, Instant::now())
+        };
+        self.0.events.append(
+            "release_rollback_started",
+            Some(&id),
+            json!({"from": current.release.version, "to": target.version, "sha256": target.sha256, "reason": reason}),
+        );
+        let next = match self.start_instance(&target, "stable", self.0.cfg.ready_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("{} did not get ready, {} stays the stable release: {e}", target.version, current.release.version);
+                self.lock().live.take();
+                self.0.events.append("release_rollback_failed", Some(&id), json!({"error": why}));
+                return Err(ControlError::Failed(why));
+            }
+        };
+        {
+            let mut st = self.lock();
+            st.stable = Some(next.clone());
+            st.previous = Some(current.release.clone());
+        }
+        self.apply_routes();
+        let state = StableState { stable: target.clone(), previous: Some(current.release.clone()) };
+        if let Err(e) = release::save_stable(&self.0.dir, &state) {
+            tracing::error!(error = %e, "could not save the stable release after the rollback");
+        }
+        self.supervise_stable(next.clone());
+        self.0.proxy.drain(current.id, Duration::from_secs(10)).await;
+        current.instance.stop(self.0.cfg.stop_grace).await;
+        self.0.proxy.forget(current.id);
+        self.finish(&id, Outcome::RolledBack, format!("manual rollback from {} to {}: {reason}", current.release.version, target.version), started);
+        self.lock().last.clone().ok_or_else(|| ControlError::Failed("the rollback left no record".into()))
     }
 
     /// The deployment in progress or the last one, with live figures.

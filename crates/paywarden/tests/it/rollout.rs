@@ -139,12 +139,13 @@ async fn a_good_release_is_promoted_through_every_step_with_no_failed_request() 
     let dir = tempfile::tempdir().unwrap();
     let (up, _) = Up::start(dir.path(), Some(TOKEN)).await;
     let out = tempfile::tempdir().unwrap();
-    let load = up.load(100, 60, out.path());
+    let load = up.load(100, 75, out.path());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = Instant::now();
     let o = up.cli_async(&["deploy", "--version", "v2", "--plan", "fast"]).await;
     let took = t0.elapsed();
     let t = text(&o);
+    eprintln!("{t}");
     assert_eq!(o.status.code(), Some(0), "{t}");
     for step in 1..=5 {
         assert!(t.contains(&format!("step {step}/5")), "{t}");
@@ -158,6 +159,17 @@ async fn a_good_release_is_promoted_through_every_step_with_no_failed_request() 
     assert_eq!(d["outcome"], "promoted", "{d}");
     assert!(d["requests_to_canary"].as_u64().unwrap() > 50, "{d}");
     assert_eq!(d["failed_requests"], 0, "{d}");
+    assert_eq!(s["previous_version"], "v0.1.0");
+
+    // Regret after promotion: one command puts the previous release back, under load.
+    let t1 = Instant::now();
+    let o = up.cli_async(&["rollback"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let back = t1.elapsed();
+    let s = up.status();
+    assert_eq!(s["stable"]["version"], "v0.1.0", "{s}");
+    assert_eq!(s["previous_version"], "v2");
+    assert!(s["last_deployment"]["reason"].as_str().unwrap().contains("from v2 to v0.1.0"), "{s}");
     let summary = finish_load(load, out.path()).await;
     assert_eq!(summary["errors_total"], 0, "{}", summary["errors"]);
     assert_eq!(summary["checks_mismatched"], 0);
@@ -171,7 +183,8 @@ async fn a_good_release_is_promoted_through_every_step_with_no_failed_request() 
     let h = up.cli(&["history", "--json"]);
     let h: Value = serde_json::from_slice(&h.stdout).unwrap();
     assert_eq!(h["deployments"][0]["outcome"], "promoted");
-    eprintln!("good release promoted in {took:?}");
+    assert_eq!(h["deployments"][1]["outcome"], "rolled_back");
+    eprintln!("good release promoted in {took:?}, rolled back to the previous release in {back:?}");
 
     // The books balance across every instance that served.
     let v = Command::new(BIN).args(["ledger", "verify", "--data-dir"]).arg(dir.path()).output().unwrap();
@@ -273,10 +286,10 @@ async fn a_manual_rollback_mid_rollout_loses_no_request() {
     assert_eq!(s["last_deployment"]["outcome"], "rolled_back");
     assert!(s["last_deployment"]["reason"].as_str().unwrap().contains("manual"), "{s}");
     assert!(s["canary"].is_null());
-    // A second rollback has nothing to do, and says so.
+    // A second rollback has nothing to do (nothing was promoted), and says so.
     let o = up.cli(&["rollback"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("no deployment in progress"), "{}", text(&o));
+    assert!(text(&o).contains("no earlier release"), "{}", text(&o));
     let summary = finish_load(load, out.path()).await;
     assert_eq!(summary["errors_total"], 0, "{}", summary["errors"]);
     assert_eq!(summary["checks_mismatched"], 0);
