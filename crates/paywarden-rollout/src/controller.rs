@@ -40,7 +40,7 @@ use crate::release::{self, Release, StableState};
 
 /// Most (requests, heap) points kept per instance for the heap-growth slope; past it, every
 /// other point is dropped (the series keeps its span at half the resolution).
-pub const HEAP_POINTS_MAX: usize = 600;
+pub const HEAP_POINTS_MAX: usize = 300;
 /// Requests an instance serves before its heap points count (warm-up: caches, pools).
 pub const HEAP_WARMUP_REQUESTS: f64 = 10.0;
 /// Longest wait for a stable restart's back-off.
@@ -242,7 +242,12 @@ impl Controller {
             data_dir: self.0.cfg.data_dir.clone(),
             args: release.args.clone(),
             admin_token: self.0.cfg.instance_token.clone(),
-            env: self.0.cfg.instance_env.clone(),
+            env: {
+                // The instance exits when its supervisor is gone (even after kill -9).
+                let mut env = self.0.cfg.instance_env.clone();
+                env.push(("PAYWARDEN_SUPERVISOR_PID".into(), std::process::id().to_string()));
+                env
+            },
         };
         let instance = Instance::start(spec, ready).await.map_err(|e| format!("{} {role}: {e}", release.version))?;
         let id = self.0.next_backend.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@
 //!
 //! | plan | steps (weight %) | bake per step | step timeout | min requests per side |
 //! |---|---|---|---|---|
-//! | `default` | 1, 5, 25, 50, 100 | 60 s | 5 min | 200 |
+//! | `default` | 1, 5, 25, 50, 100 | 30 s | 5 min | 200 |
 //! | `fast` (tests, drills) | 1, 5, 25, 50, 100 | 3 s | 90 s | 50 |
 //!
 //! A plan file is TOML:
@@ -84,11 +84,11 @@ mod humantime_serde_like {
 const WEIGHTS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
 
 impl Plan {
-    /// The default plan: 1, 5, 25, 50, 100 %, one minute each.
+    /// The default plan: 1, 5, 25, 50, 100 %, 30 s each.
     pub fn default_plan() -> Plan {
         Plan {
             name: "default".into(),
-            steps: WEIGHTS.iter().map(|w| Step { weight_pct: *w, bake: Duration::from_secs(60) }).collect(),
+            steps: WEIGHTS.iter().map(|w| Step { weight_pct: *w, bake: Duration::from_secs(30) }).collect(),
             step_timeout: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),

@@ -202,6 +202,12 @@ fn main() -> ExitCode {
         }
         builder.worker_threads(*n);
     }
+    // `up`'s proxy forwards each request between two sockets: on one worker thread its tasks
+    // wake each other without crossing threads (no futex, no migration), which is most of its
+    // cost on a small machine (BENCHMARKS.md); the controller's own work is light.
+    if let Command::Up(_) = &cli.command {
+        builder.worker_threads(1);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -377,7 +383,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("test secret key for merchant 'default' (shown once): {k}");
     }
     let _ = std::io::stdout().flush();
-    axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    let supervisor = std::env::var("PAYWARDEN_SUPERVISOR_PID").ok().and_then(|p| p.parse::<u32>().ok());
+    axum::serve(listener, paywarden_api::router(app))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = supervisor_gone(supervisor) => {
+                    tracing::warn!("the supervising `paywarden up` is gone; shutting down");
+                }
+            }
+        })
+        .await?;
     tracing::info!("paywarden stopped");
     Ok(())
 }
@@ -443,6 +459,20 @@ async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {} and {}", dir.join("summary.json").display(), dir.join("report.html").display());
     }
     Ok(if summary.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Resolves when the process that started this instance (`PAYWARDEN_SUPERVISOR_PID`, set by
+/// `paywarden up`) is no longer its parent: a controller killed with `kill -9` leaves no orphan
+/// instances behind. Never resolves without a supervisor.
+async fn supervisor_gone(pid: Option<u32>) {
+    let Some(pid) = pid else { return std::future::pending().await };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != pid {
+            return;
+        }
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

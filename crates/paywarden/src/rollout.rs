@@ -65,7 +65,7 @@ pub struct DeployArgs {
     /// The new release's binary (default: the stable release's).
     #[arg(long)]
     binary: Option<PathBuf>,
-    /// `default` (1, 5, 25, 50, 100 %, a minute each), `fast` (3 s each) or a TOML plan file.
+    /// `default` (1, 5, 25, 50, 100 %, 30 s each), `fast` (3 s each) or a TOML plan file.
     #[arg(long, default_value = "default")]
     plan: String,
     /// Return once the deployment started instead of following it.
@@ -195,7 +195,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
 /// jemalloc's thread caches hold freed memory that `stats.allocated` still counts, so a quiet
 /// instance's heap drifts by tens of KiB a second as they fill and flush: more than a canary at
 /// 1 % of traffic leaks. Instances under `up` run without them (`tcache:false`), which makes the
-/// heap figures the judge compares exact, for about 5 % of throughput (BENCHMARKS.md). An
+/// heap figures the judge compares exact, for 5–8 % of throughput (BENCHMARKS.md). An
 /// operator's own `_RJEM_MALLOC_CONF` wins.
 fn instance_env() -> Vec<(String, String)> {
     if std::env::var_os("_RJEM_MALLOC_CONF").is_some() {

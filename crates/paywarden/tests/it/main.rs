@@ -13,6 +13,11 @@ mod server;
 
 use server::Server;
 
+/// Tests that drive several gateway processes under load take this, one at a time: on two
+/// cores, a neighbour's load would otherwise decide a latency comparison (rollouts) or how fast
+/// a benign cache fills (the memory guard's clean build).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn keys_create_while_serving_gives_a_working_key_and_merchants_are_isolated() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,7 @@ fn drive(srv: &Server, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> tokio::ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
+    let _heavy = crate::HEAVY.lock().await;
     let (leaky_dir, clean_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let hook = Receiver::start().await;
     let leaky = Server::spawn(leaky_dir.path(), None, &["--fault", "leak=4096", "--admin-token", TOKEN, "--alert-webhook", &hook.url]).await;

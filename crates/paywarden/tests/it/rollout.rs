@@ -14,9 +14,7 @@ use serde_json::Value;
 
 use crate::server::BIN;
 
-/// The rollouts under load share two cores; one at a time keeps the judge's latency
-/// comparison about the release, not about a neighbour test.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crate::HEAVY;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -351,6 +349,16 @@ async fn up_makes_an_admin_token_stores_only_its_hash_and_the_admin_api_refuses_
     // The verdict endpoint answers before any deployment: inconclusive, never a pass.
     let v: Value = http.get(format!("{}/admin/canary/verdict", up.admin)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["score"], "inconclusive");
+    // kill -9 of the controller leaves no orphan: the instance sees its supervisor gone and stops.
+    let pid = s["stable"]["pid"].as_u64().unwrap().to_string();
+    let mut up = up;
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("kill").args(["-0", &pid]).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(Instant::now() < deadline, "instance {pid} outlived its controller");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A non-loopback admin address is refused.
     let o = Command::new(BIN).args(["up", "--admin-listen", "0.0.0.0:0", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# What turning jemalloc's thread caches off costs (`up` runs its instances with
+# `_RJEM_MALLOC_CONF=tcache:false` so the judge's heap figures are exact): confirmed payments
+# per second (wrk -t1 -c32, benches/wrk/payments.lua) against a release `paywarden serve`
+# with the default and with tcache:false, alternated ROUNDS times on fresh data dirs.
+#
+#   bash benches/tcache.sh [ROUNDS] [DURATION_S]
+#
+# Needs wrk. Builds the release binary unless SKIP_BUILD=1. Stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+D=${2:-8}
+command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p paywarden
+BIN=target/release/paywarden
+run() {  # $1: environment assignment
+  local dir; dir=$(mktemp -d)
+  env "$1" $BIN serve --listen 127.0.0.1:0 --data-dir "$dir/d" >"$dir/out" 2>/dev/null &
+  local pid=$!
+  for _ in $(seq 100); do grep -q "shown once" "$dir/out" && break; sleep 0.1; done
+  local url; url=$(sed -n 's/^paywarden listening on //p' "$dir/out")
+  PAYWARDEN_KEY=$(sed -n 's/.*(shown once): //p' "$dir/out") wrk -t1 -c32 -d2s -s benches/wrk/payments.lua "$url" >/dev/null 2>&1
+  PAYWARDEN_KEY=$(sed -n 's/.*(shown once): //p' "$dir/out") wrk -t1 -c32 -d"${D}s" -s benches/wrk/payments.lua "$url" | awk '/Requests\/sec/ {print $2}'
+  kill $pid; wait $pid 2>/dev/null || true; rm -rf "$dir"
+}
+on=0; off=0
+for i in $(seq "$ROUNDS"); do
+  a=$(run PAYWARDEN_BENCH=1); b=$(run _RJEM_MALLOC_CONF=tcache:false)
+  echo "round $i: tcache on $a payments/s, off $b payments/s"
+  on=$(awk -v x="$on" -v y="$a" 'BEGIN {print x + y}'); off=$(awk -v x="$off" -v y="$b" 'BEGIN {print x + y}')
+done
+echo "tcache off / on: $(awk -v x="$off" -v y="$on" 'BEGIN {printf "%.3f", x / y}')"
