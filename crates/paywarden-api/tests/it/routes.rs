@@ -123,3 +123,11 @@ async fn the_openapi_document_lists_every_route() {
 
     insta::assert_json_snapshot!("openapi", doc);
 }
+
+#[tokio::test]
+async fn readyz_says_ready_when_the_store_answers() {
+    let h = Harness::new().await;
+    let r = h.call("GET", "/readyz", &[("authorization", NO_AUTH)], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ready\n");
+}
