@@ -183,7 +183,7 @@ impl Controller {
         if release::hash_file(&stable_release.binary).is_ok_and(|h| h != stable_release.sha256) {
             tracing::warn!(binary = %stable_release.binary.display(), "the stable binary changed on disk since it was released");
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build()?;
         let inner = Arc::new(Inner {
             cfg,
             dir,

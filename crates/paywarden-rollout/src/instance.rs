@@ -32,6 +32,9 @@
 //!   `process_resident_memory_bytes`, `memguard_leak_state`, and sums `http_requests_total` and
 //!   `paywarden_payments_total` over their labels.
 //! - **`GET /admin/memory/leak-report`** with `Authorization: Bearer TOKEN`: JSON.
+//! - **`PAYWARDEN_SUPERVISOR_PID`** (set by the controller in the spec's `env`): the gateway
+//!   shuts down gracefully once that process is no longer its parent, so a controller killed
+//!   with `kill -9` leaves no orphan instance behind.
 //! - **SIGTERM**: the child finishes in-flight requests and exits. [`Instance::stop`] sends it,
 //!   waits up to a grace period, then sends SIGKILL.
 //!

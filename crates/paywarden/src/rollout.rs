@@ -224,7 +224,7 @@ impl Admin {
         if !base.starts_with("http://") {
             bail!("--admin {}: give the controller's admin URL, e.g. http://127.0.0.1:4243", a.admin);
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(90)).build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(90)).no_proxy().build()?;
         Ok(Admin { base, token: a.token.clone(), http })
     }
 
