@@ -99,6 +99,33 @@ pub struct DeploymentRecord {
     pub verdict: Option<Verdict>,
 }
 
+impl DeploymentRecord {
+    /// A deployment of `release` just started, compared with (or replacing) `baseline_version`.
+    fn start(id: &str, release: &Release, baseline_version: &str, plan: Plan) -> DeploymentRecord {
+        DeploymentRecord {
+            id: id.to_string(),
+            version: release.version.clone(),
+            binary: release.binary.clone(),
+            sha256: release.sha256.clone(),
+            args: release.args.clone(),
+            baseline_version: baseline_version.to_string(),
+            plan,
+            step: 0,
+            canary_weight_pct: 0.0,
+            outcome: Outcome::InProgress,
+            reason: None,
+            started_unix_ms: unix_ms(),
+            ended_unix_ms: None,
+            requests_total: 0,
+            requests_to_canary: 0,
+            requests_to_baseline: 0,
+            failed_requests: 0,
+            failed_canary_requests: 0,
+            verdict: None,
+        }
+    }
+}
+
 struct Running {
     id: u64,
     release: Release,
@@ -387,27 +414,7 @@ impl Controller {
         let id = new_deployment_id();
         let (abort, abort_rx) = watch::channel(None);
         let (done_tx, done) = watch::channel(false);
-        let record = DeploymentRecord {
-            id: id.clone(),
-            version: release.version.clone(),
-            binary: release.binary.clone(),
-            sha256: release.sha256.clone(),
-            args: release.args.clone(),
-            baseline_version: stable.release.version.clone(),
-            plan: req.plan.clone(),
-            step: 0,
-            canary_weight_pct: 0.0,
-            outcome: Outcome::InProgress,
-            reason: None,
-            started_unix_ms: unix_ms(),
-            ended_unix_ms: None,
-            requests_total: 0,
-            requests_to_canary: 0,
-            requests_to_baseline: 0,
-            failed_requests: 0,
-            failed_canary_requests: 0,
-            verdict: None,
-        };
+        let record = DeploymentRecord::start(&id, &release, &stable.release.version, req.plan.clone());
         let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
         st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
         drop(st);
@@ -465,27 +472,7 @@ impl Controller {
             let plan = Plan { name: "rollback".into(), steps: vec![crate::plan::Step { weight_pct: 100.0, bake: Duration::ZERO }], ..Plan::fast() };
             let (abort, _) = watch::channel(None);
             let (_, done) = watch::channel(false);
-            let record = DeploymentRecord {
-                id: id.clone(),
-                version: target.version.clone(),
-                binary: target.binary.clone(),
-                sha256: target.sha256.clone(),
-                args: target.args.clone(),
-                baseline_version: current.release.version.clone(),
-                plan,
-                step: 0,
-                canary_weight_pct: 0.0,
-                outcome: Outcome::InProgress,
-                reason: None,
-                started_unix_ms: unix_ms(),
-                ended_unix_ms: None,
-                requests_total: 0,
-                requests_to_canary: 0,
-                requests_to_baseline: 0,
-                failed_requests: 0,
-                failed_canary_requests: 0,
-                verdict: None,
-            };
+            let record = DeploymentRecord::start(&id, &target, &current.release.version, plan);
             st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
             (id, current, target, Instant::now())
         };
