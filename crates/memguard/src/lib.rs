@@ -209,6 +209,7 @@
 
 pub mod alerts;
 pub mod burn;
+pub mod exposition;
 pub mod leak;
 #[cfg(feature = "sampler")]
 pub mod notify;

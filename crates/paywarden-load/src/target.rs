@@ -15,13 +15,8 @@ pub const METRICS_BYTES_MAX: usize = 4 << 20;
 pub fn parse_metrics(text: &str) -> TargetSample {
     let mut s = TargetSample { rss_bytes: None, heap_bytes: None, leak_state: None };
     for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
-        let name = name_labels.split('{').next().unwrap_or("");
-        let Ok(v) = value.trim().parse::<f64>() else { continue };
-        if !v.is_finite() || v < 0.0 {
+        let Some((name, v)) = memguard::exposition::sample(line) else { continue };
+        if v < 0.0 {
             continue;
         }
         match name {

@@ -188,7 +188,7 @@ fn parse(text: &str) -> (Scrape, usize) {
     let mut s = Scrape::default();
     let mut samples = 0;
     for line in text.lines() {
-        let Some((name, v)) = sample(line) else { continue };
+        let Some((name, v)) = memguard::exposition::sample(line) else { continue };
         samples += 1;
         match name {
             "paywarden_heap_allocated_bytes" if v >= 0.0 => s.heap_allocated_bytes = Some(v),
@@ -200,50 +200,6 @@ fn parse(text: &str) -> (Scrape, usize) {
         }
     }
     (s, samples)
-}
-
-/// A sample line's metric name and value; `None` for comments, blank and malformed lines and
-/// non-finite values.
-fn sample(line: &str) -> Option<(&str, f64)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(line.len());
-    let name = &line[..end];
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return None;
-    }
-    let mut rest = &line[end..];
-    if rest.starts_with('{') {
-        rest = after_labels(rest)?;
-    }
-    if !rest.starts_with([' ', '\t']) {
-        return None;
-    }
-    let v: f64 = rest.split_whitespace().next()?.parse().ok()?;
-    v.is_finite().then_some((name, v))
-}
-
-/// What follows the label set `{...}` that `s` starts with (quotes and escapes respected).
-fn after_labels(s: &str) -> Option<&str> {
-    let (mut quoted, mut escaped) = (false, false);
-    for (i, c) in s.char_indices().skip(1) {
-        if quoted {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                quoted = false;
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == '}' {
-            return Some(&s[i + 1..]);
-        }
-    }
-    None
 }
 
 /// The last lines of something, each cut to [`KEPT_LINE_CHARS_MAX`] characters.
