@@ -6,6 +6,10 @@
 #
 #   bash benches/tcache.sh [ROUNDS] [DURATION_S]
 #
+# A and B (environment assignments) compare any two jemalloc settings, e.g. the canary's
+# finer heap sampling:
+#   A=_RJEM_MALLOC_CONF=tcache:false B=_RJEM_MALLOC_CONF=tcache:false,lg_prof_sample:14 bash benches/tcache.sh
+#
 # Needs wrk. Builds the release binary unless SKIP_BUILD=1. Stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +28,12 @@ run() {  # $1: environment assignment
   PAYWARDEN_KEY=$(sed -n 's/.*(shown once): //p' "$dir/out") wrk -t1 -c32 -d"${D}s" -s benches/wrk/payments.lua "$url" | awk '/Requests\/sec/ {print $2}'
   kill $pid; wait $pid 2>/dev/null || true; rm -rf "$dir"
 }
+A=${A:-PAYWARDEN_BENCH=1}
+B=${B:-_RJEM_MALLOC_CONF=tcache:false}
 on=0; off=0
 for i in $(seq "$ROUNDS"); do
-  a=$(run PAYWARDEN_BENCH=1); b=$(run _RJEM_MALLOC_CONF=tcache:false)
-  echo "round $i: tcache on $a payments/s, off $b payments/s"
+  a=$(run "$A"); b=$(run "$B")
+  echo "round $i: A ($A) $a payments/s, B ($B) $b payments/s"
   on=$(awk -v x="$on" -v y="$a" 'BEGIN {print x + y}'); off=$(awk -v x="$off" -v y="$b" 'BEGIN {print x + y}')
 done
-echo "tcache off / on: $(awk -v x="$off" -v y="$on" 'BEGIN {printf "%.3f", x / y}')"
+echo "B / A: $(awk -v x="$off" -v y="$on" 'BEGIN {printf "%.3f", x / y}')"

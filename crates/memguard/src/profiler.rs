@@ -115,6 +115,15 @@ impl HeapProfiler {
         names
     }
 
+    /// Diffs two profiles of this process and names the allocation sites that grew between
+    /// them (symbolized here, on a blocking thread; see [`crate::sites::growing_sites`]).
+    pub async fn growing_sites(&self, before: HeapProfile, after: HeapProfile, config: crate::sites::SiteConfig) -> Result<crate::sites::SiteReport, ProfilerError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || crate::sites::growing_sites(&before, &after, &config, &mut |addr| this.symbolize(addr)))
+            .await
+            .map_err(|e| ProfilerError(format!("diff task: {e}")))
+    }
+
     /// Reads the binary's debug information now, by symbolizing every address of a profile
     /// of the running process, so the memory the symbolizer keeps (parsed line programs, per
     /// compilation unit, read on first use) joins the start-up heap rather than appearing as

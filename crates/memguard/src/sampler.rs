@@ -405,11 +405,7 @@ impl Profiles {
         let now = profiler.profile(a.at_ms).await.ok()?;
         let before = self.baseline.replace(now)?;
         let after = self.baseline.clone()?;
-        let config = self.sites.clone();
-        let p = profiler.clone();
-        let report = tokio::task::spawn_blocking(move || crate::sites::growing_sites(&before, &after, &config, &mut |addr| p.symbolize(addr)))
-            .await
-            .ok()?;
+        let report = profiler.growing_sites(before, after, self.sites.clone()).await.ok()?;
         Some(SitesView { at_ms: a.at_ms, state: a.state, report })
     }
 }

@@ -27,7 +27,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use paywarden_acquirer::{AuthorizeRequest, CardInput, Connector, Tokenized};
@@ -125,6 +125,17 @@ pub trait AdminHooks: Send + Sync {
     /// `GET /debug/pprof/heap`: the live heap profile, pprof format (gzipped protobuf).
     /// `Err` says why there is none (profiling off).
     async fn heap_profile(&self) -> Result<Vec<u8>, String>;
+    /// `POST /admin/memory/profile/reference`: takes a heap profile now and keeps it (one) as
+    /// the reference that [`AdminHooks::heap_diff`] compares with. A rollout controller marks
+    /// a canary once it is warm, so a later diff names what the new build keeps.
+    async fn mark_heap(&self) -> Result<serde_json::Value, String> {
+        Err("this instance cannot take heap profiles".into())
+    }
+    /// `GET /admin/memory/profile/diff`: a heap profile now, diffed with the reference: the
+    /// allocation sites that grew since, largest first (memguard's `SiteReport`).
+    async fn heap_diff(&self) -> Result<serde_json::Value, String> {
+        Err("this instance cannot take heap profiles".into())
+    }
 }
 
 /// Cumulative work counters, read by the memory guard once a second.
@@ -1093,6 +1104,28 @@ async fn pprof_heap(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     }
 }
 
+async fn mark_heap(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let hooks = match admin_hooks(&app, &headers) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match hooks.mark_heap().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(why) => ApiError::new(StatusCode::CONFLICT, ErrorType::InvalidRequestError, Some("heap_profiling_off"), format!("No heap profile: {why}.")).into_response(),
+    }
+}
+
+async fn heap_diff(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let hooks = match admin_hooks(&app, &headers) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match hooks.heap_diff().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(why) => ApiError::new(StatusCode::CONFLICT, ErrorType::InvalidRequestError, Some("no_heap_reference"), format!("No heap diff: {why}.")).into_response(),
+    }
+}
+
 async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.render_metrics()).into_response()
 }
@@ -1159,6 +1192,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/memory/leak-report", get(leak_report))
         .route("/admin/alerts", get(alerts))
         .route("/debug/pprof/heap", get(pprof_heap))
+        .route("/admin/memory/profile/reference", post(mark_heap))
+        .route("/admin/memory/profile/diff", get(heap_diff))
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/payment_methods",

@@ -191,6 +191,20 @@ pub fn metrics() {}
     (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope)))]
 pub fn leak_report() {}
 
+#[utoipa::path(post, path = "/admin/memory/profile/reference", responses(
+    (status = 200, description = "A heap profile was taken and kept as the reference for /admin/memory/profile/diff", content_type = "application/json"),
+    (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
+    (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope),
+    (status = 409, description = "jemalloc heap profiling is off in this process", body = ErrorEnvelope)))]
+pub fn mark_heap() {}
+
+#[utoipa::path(get, path = "/admin/memory/profile/diff", responses(
+    (status = 200, description = "The allocation sites that grew since the reference profile, largest first: function, growth bytes and rate, share, stack", content_type = "application/json"),
+    (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
+    (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope),
+    (status = 409, description = "No reference profile yet (POST /admin/memory/profile/reference first), or heap profiling is off", body = ErrorEnvelope)))]
+pub fn heap_diff() {}
+
 #[utoipa::path(get, path = "/admin/alerts", responses(
     (status = 200, description = "Active alerts (memory leak, payment failure burn rate) and the recent firing/resolved events, in Alertmanager's alert shape", content_type = "application/json"),
     (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
@@ -223,7 +237,7 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, readyz, metrics, leak_report, alerts, pprof_heap
+        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, readyz, metrics, leak_report, mark_heap, heap_diff, alerts, pprof_heap
     ),
     components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
 )]

@@ -8,7 +8,7 @@
 //! | `GET /admin/canary/verdict` | the judge's current verdict (Argo Rollouts' Web metric provider reads `score`) |
 //! | `GET /admin/history` | every deployment's record, oldest first |
 //! | `GET /admin/events?deployment=ID` | the event log (the last 10 000 events) |
-//! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..]}` → 202 `{"id"}` |
+//! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..], "auto_rollback"?: bool}` → 202 `{"id"}` |
 //! | `POST /admin/rollback` | rolls back the deployment in progress; answers when done |
 //! | `GET /healthz` | no token: the controller is alive |
 //!
@@ -139,6 +139,8 @@ struct DeployBody {
     plan_toml: Option<String>,
     #[serde(default)]
     args: Vec<String>,
+    /// false: a failed analysis holds the deployment for an operator (training).
+    auto_rollback: Option<bool>,
 }
 
 async fn deploy(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Result<Json<DeployBody>, axum::extract::rejection::JsonRejection>) -> Response {
@@ -160,6 +162,10 @@ async fn deploy(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Resu
             None => return error(StatusCode::BAD_REQUEST, format!("plan {:?}: use default, fast, or send a plan file", name.unwrap_or(""))),
         },
     };
+    let mut plan = plan;
+    if let Some(auto) = body.auto_rollback {
+        plan.auto_rollback = auto;
+    }
     let req = DeployRequest { version: body.version, binary: body.binary, plan, args: body.args };
     match s.controller.deploy(req) {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response(),

@@ -37,6 +37,7 @@ use crate::judge::{judge, Score, Verdict, Window};
 use crate::plan::Plan;
 use crate::proxy::{Proxy, ProxyTotals, Route};
 use crate::release::{self, Release, StableState};
+use crate::samples::{quantile, InstanceSample, Sample, SampleWriter};
 
 /// Most (requests, heap) points kept per instance for the heap-growth slope; past it, every
 /// other point is dropped (the series keeps its span at half the resolution).
@@ -45,6 +46,8 @@ pub const HEAP_POINTS_MAX: usize = 300;
 pub const HEAP_WARMUP_REQUESTS: f64 = 10.0;
 /// Longest wait for a stable restart's back-off.
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Allocation sites kept in a diagnosis (largest growth first).
+pub const DIAGNOSIS_SITES_MAX: usize = 5;
 /// Longest a manual rollback request waits for the rollback to complete.
 pub const ROLLBACK_WAIT_MAX: Duration = Duration::from_secs(60);
 
@@ -62,6 +65,10 @@ pub struct ControllerConfig {
     pub ready_timeout: Duration,
     /// Extra environment for instances.
     pub instance_env: Vec<(String, String)>,
+    /// Extra environment for a deployment's canary and baseline (after `instance_env`):
+    /// `up` asks jemalloc for finer heap sampling there, so a diff names a leak's site after
+    /// a few hundred KiB.
+    pub deployment_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +104,11 @@ pub struct DeploymentRecord {
     pub failed_requests: u64,
     pub failed_canary_requests: u64,
     pub verdict: Option<Verdict>,
+    /// The canary's heap diff (allocation sites that grew since it was warm), taken when its
+    /// analysis failed or it was rolled back.
+    pub diagnosis: Option<Value>,
+    /// With automatic rollback off (training): why the deployment is held for an operator.
+    pub held: Option<String>,
 }
 
 impl DeploymentRecord {
@@ -122,6 +134,8 @@ impl DeploymentRecord {
             failed_requests: 0,
             failed_canary_requests: 0,
             verdict: None,
+            diagnosis: None,
+            held: None,
         }
     }
 }
@@ -141,6 +155,8 @@ struct Live {
     abort: watch::Sender<Option<String>>,
     done: watch::Receiver<bool>,
     totals_at_start: ProxyTotals,
+    /// The last tick's figures per instance, for `status`.
+    last_sample: Option<Sample>,
 }
 
 struct State {
@@ -159,7 +175,12 @@ struct Inner {
     state: Mutex<State>,
     next_backend: AtomicU64,
     shutting_down: AtomicBool,
+    /// Called with a deployment's id once it has ended and its record is on disk.
+    on_finished: std::sync::OnceLock<FinishedHook>,
 }
+
+/// See [`Controller::on_finished`].
+pub type FinishedHook = Arc<dyn Fn(&std::path::Path, &str) + Send + Sync>;
 
 /// The controller; cheap to clone.
 #[derive(Clone)]
@@ -220,6 +241,7 @@ impl Controller {
             state: Mutex::new(State { stable: None, previous, live: None, last: None }),
             next_backend: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            on_finished: std::sync::OnceLock::new(),
         });
         let c = Controller(inner);
         // A deployment the previous controller left unfinished.
@@ -249,6 +271,18 @@ impl Controller {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers `hook(rollout_dir, deployment_id)`, run on a blocking thread after every
+    /// deployment (promoted or rolled back) has its last event and history record on disk:
+    /// `up` writes the post-deployment review with it. One hook; later calls are ignored.
+    pub fn on_finished(&self, hook: FinishedHook) {
+        let _ = self.0.on_finished.set(hook);
+    }
+
+    /// The rollout directory (`DATA_DIR/rollout`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.0.dir
+    }
+
     pub fn events(&self) -> &EventLog {
         &self.0.events
     }
@@ -272,6 +306,9 @@ impl Controller {
             env: {
                 // The instance exits when its supervisor is gone (even after kill -9).
                 let mut env = self.0.cfg.instance_env.clone();
+                if role != "stable" {
+                    env.extend(self.0.cfg.deployment_env.iter().cloned());
+                }
                 env.push(("PAYWARDEN_SUPERVISOR_PID".into(), std::process::id().to_string()));
                 env
             },
@@ -416,13 +453,13 @@ impl Controller {
         let (done_tx, done) = watch::channel(false);
         let record = DeploymentRecord::start(&id, &release, &stable.release.version, req.plan.clone());
         let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
-        st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
+        st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals(), last_sample: None });
         drop(st);
         self.0.events.append(
             "deployment_started",
             Some(&id),
             json!({"version": release.version, "binary": release.binary, "sha256": release.sha256, "args": release.args,
-                   "baseline_version": stable.release.version, "plan": req.plan}),
+                   "baseline_version": stable.release.version, "baseline_sha256": stable.release.sha256, "plan": req.plan}),
         );
         let c = self.clone();
         tokio::spawn(async move {
@@ -473,7 +510,7 @@ impl Controller {
             let (abort, _) = watch::channel(None);
             let (_, done) = watch::channel(false);
             let record = DeploymentRecord::start(&id, &target, &current.release.version, plan);
-            st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals() });
+            st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals(), last_sample: None });
             (id, current, target, Instant::now())
         };
         self.0.events.append(
@@ -562,8 +599,11 @@ impl Controller {
         if !stable.is_null() {
             stable["weight_pct"] = json!(stable_weight);
         }
+        // Heap, RSS, leak state and the last second's latency per instance.
+        let instances = st.live.as_ref().and_then(|l| l.last_sample.as_ref()).map(|s| json!(s.instances)).unwrap_or(Value::Null);
         json!({
             "stable": stable,
+            "instances": instances,
             "previous_version": st.previous.as_ref().map(|p| p.version.clone()),
             "canary": canary,
             "baseline": baseline,
@@ -657,6 +697,13 @@ impl Controller {
         );
         let mut series = Series::default();
         let mut last_score: Option<Score> = None;
+        let mut samples = SampleWriter::open(&self.0.dir, &id);
+        // Canary's and baseline's reference heap profiles, taken together once both are warm
+        // (a few tries: an instance without heap profiling refuses).
+        let mut mark_tries = 0u8;
+        let mut marked = false;
+        // With automatic rollback off: why the deployment waits for an operator.
+        let mut held: Option<String> = None;
         for (i, step) in plan.steps.iter().enumerate() {
             let (cw, bw, _) = Plan::split(step.weight_pct);
             self.with_live(|l| {
@@ -692,10 +739,49 @@ impl Controller {
                     self.roll_back(&id, &canary, &baseline, &plan, format!("the baseline exited ({s}); the comparison is impossible"), None, started).await;
                     return;
                 }
-                let (cs, bs) = tokio::join!(canary.instance.scrape(&self.0.http), baseline.instance.scrape(&self.0.http));
+                let stable_now = self.lock().stable.clone();
+                let (cs, bs, ss) = tokio::join!(canary.instance.scrape(&self.0.http), baseline.instance.scrape(&self.0.http), async {
+                    match &stable_now {
+                        Some(s) => s.instance.scrape(&self.0.http).await.ok(),
+                        None => None,
+                    }
+                });
+                let (cs, bs) = (cs.ok(), bs.ok());
                 let cstats = self.0.proxy.stats(canary.id).unwrap_or_default();
                 let bstats = self.0.proxy.stats(baseline.id).unwrap_or_default();
-                series.observe(cs.ok(), bs.ok(), cstats.requests as f64, bstats.requests as f64);
+                let mut sample = Sample {
+                    unix_ms: unix_ms(),
+                    step: i + 1,
+                    canary_weight_pct: step.weight_pct,
+                    instances: vec![
+                        self.instance_sample("canary", &canary, cs.as_ref(), cstats.requests, cstats.errors),
+                        self.instance_sample("baseline", &baseline, bs.as_ref(), bstats.requests, bstats.errors),
+                    ],
+                };
+                if let Some(st) = &stable_now {
+                    let s = self.0.proxy.stats(st.id).unwrap_or_default();
+                    sample.instances.push(self.instance_sample("stable", st, ss.as_ref(), s.requests, s.errors));
+                }
+                samples.append(&sample);
+                self.with_live(|l| l.last_sample = Some(sample));
+                series.observe(cs, bs, cstats.requests as f64, bstats.requests as f64);
+                if !marked && mark_tries < 3 && cstats.requests.min(bstats.requests) as f64 >= HEAP_WARMUP_REQUESTS {
+                    mark_tries += 1;
+                    match tokio::join!(canary.instance.mark_heap(&self.0.http), baseline.instance.mark_heap(&self.0.http)) {
+                        (Ok(c), Ok(b)) => {
+                            marked = true;
+                            self.0.events.append(
+                                "heap_reference",
+                                Some(&id),
+                                json!({"canary": {"requests": cstats.requests, "profile": c}, "baseline": {"requests": bstats.requests, "profile": b}}),
+                            );
+                        }
+                        (c, b) => {
+                            let e = c.err().or(b.err()).map(|e| e.to_string()).unwrap_or_default();
+                            tracing::warn!(error = %e, "could not take the reference heap profiles; a rollback will name no allocation site");
+                        }
+                    }
+                }
                 let cw_ = Window {
                     requests: cstats.requests,
                     errors: cstats.errors,
@@ -718,26 +804,42 @@ impl Controller {
                 }
                 let elapsed = step_start.elapsed();
                 let critical_fail = verdict.metrics.iter().any(|m| m.critical && m.score == Score::Fail);
-                match verdict.score {
-                    Score::Fail if critical_fail || elapsed >= step.bake => {
-                        let reason = format!("step {} ({} %): {}", i + 1, step.weight_pct, verdict.reason);
-                        self.roll_back(&id, &canary, &baseline, &plan, reason, Some(verdict), started).await;
-                        return;
-                    }
-                    Score::Pass if elapsed >= step.bake => {
+                let failed = match verdict.score {
+                    Score::Fail if critical_fail || elapsed >= step.bake => Some(format!("step {} ({} %): {}", i + 1, step.weight_pct, verdict.reason)),
+                    Score::Pass if elapsed >= step.bake && held.is_none() => {
                         self.0.events.append("step_passed", Some(&id), json!({"step": i + 1, "weight_pct": step.weight_pct, "elapsed_ms": elapsed.as_millis() as u64, "verdict": verdict}));
                         break;
                     }
-                    Score::Marginal if elapsed >= plan.step_timeout => {
+                    Score::Marginal if elapsed >= plan.step_timeout && held.is_none() => {
                         self.0.events.append("step_passed", Some(&id), json!({"step": i + 1, "weight_pct": step.weight_pct, "elapsed_ms": elapsed.as_millis() as u64, "marginal": true, "verdict": verdict}));
                         break;
                     }
-                    Score::Inconclusive if elapsed >= plan.step_timeout => {
-                        let reason = format!("step {} ({} %): still inconclusive after {} ({}); no data is never a pass", i + 1, step.weight_pct, humantime::format_duration(plan.step_timeout), verdict.reason);
-                        self.roll_back(&id, &canary, &baseline, &plan, reason, Some(verdict), started).await;
-                        return;
-                    }
-                    _ => {}
+                    Score::Inconclusive if elapsed >= plan.step_timeout => Some(format!(
+                        "step {} ({} %): still inconclusive after {} ({}); no data is never a pass",
+                        i + 1,
+                        step.weight_pct,
+                        humantime::format_duration(plan.step_timeout),
+                        verdict.reason
+                    )),
+                    _ => None,
+                };
+                let Some(reason) = failed else { continue };
+                if plan.auto_rollback {
+                    self.roll_back(&id, &canary, &baseline, &plan, reason, Some(verdict), started).await;
+                    return;
+                }
+                // Training: the analysis failed, the canary keeps its weight, and an operator
+                // must find the cause and roll back (`paywarden rollback`).
+                if held.is_none() {
+                    tracing::error!(deployment = %id, %reason, "analysis failed; automatic rollback is off: roll back with `paywarden rollback`");
+                    self.with_live(|l| l.record.held = Some(reason.clone()));
+                    self.0.events.append(
+                        "analysis_failed",
+                        Some(&id),
+                        json!({"reason": reason, "verdict": verdict, "auto_rollback": false, "elapsed_ms": started.elapsed().as_millis() as u64}),
+                    );
+                    held = Some(reason);
+                    self.diagnose(&id, &canary, &baseline).await;
                 }
             }
         }
@@ -751,7 +853,11 @@ impl Controller {
         self.apply_routes();
         tracing::warn!(deployment = id, %reason, "rolling back");
         self.0.events.append("rollback_started", Some(id), json!({"reason": reason, "verdict": verdict, "elapsed_ms": started.elapsed().as_millis() as u64}));
-        // Then the evidence, while the canary still runs.
+        // Then the evidence, while the canary still runs: what its heap kept, and its leak
+        // report.
+        if self.lock().live.as_ref().is_some_and(|l| l.record.diagnosis.is_none()) {
+            self.diagnose(id, canary, baseline).await;
+        }
         if canary.instance.exit_status().is_none() {
             match canary.instance.leak_report(&self.0.http).await {
                 Ok(report) => {
@@ -812,6 +918,48 @@ impl Controller {
         self.finish(id, Outcome::Promoted, format!("every step passed; {} is the stable release", canary.release.version), started);
     }
 
+    /// One instance's figures for the deployment's samples. Takes its recent latencies.
+    fn instance_sample(&self, role: &str, r: &Running, scrape: Option<&Scrape>, requests: u64, errors: u64) -> InstanceSample {
+        let mut lat = self.0.proxy.take_recent_latencies(r.id);
+        InstanceSample {
+            role: role.to_string(),
+            version: r.release.version.clone(),
+            heap_allocated_bytes: scrape.and_then(|s| s.heap_allocated_bytes),
+            resident_bytes: scrape.and_then(|s| s.resident_bytes),
+            leak_state: scrape.and_then(|s| s.leak_state),
+            requests,
+            errors,
+            latency_p50_ms: quantile(&mut lat, 0.5),
+            latency_p99_ms: quantile(&mut lat, 0.99),
+            latency_samples: lat.len(),
+        }
+    }
+
+    /// Asks canary and baseline which allocation sites grew since their reference heap
+    /// profiles and records the sites that grew more on the canary (`diagnosis` event, the
+    /// record's `diagnosis`); a failure is recorded too, with its reason.
+    async fn diagnose(&self, id: &str, canary: &Running, baseline: &Running) {
+        if canary.instance.exit_status().is_some() {
+            return;
+        }
+        let t0 = Instant::now();
+        let (c, b) = tokio::join!(canary.instance.heap_diff(&self.0.http), baseline.instance.heap_diff(&self.0.http));
+        let diagnosis = match c {
+            Ok(report) => {
+                let base = b.as_ref().ok();
+                let sites = canary_sites(&report, base, DIAGNOSIS_SITES_MAX);
+                json!({"instance": "canary", "version": canary.release.version, "window_s": report.get("window_s"),
+                       "heap_growth_bytes": report.get("heap_growth_bytes"),
+                       "baseline_heap_growth_bytes": base.and_then(|r| r.get("heap_growth_bytes")),
+                       "baseline_error": b.as_ref().err().map(|e| e.to_string()),
+                       "sites": sites, "took_ms": t0.elapsed().as_millis() as u64})
+            }
+            Err(e) => json!({"instance": "canary", "version": canary.release.version, "sites": [], "error": e.to_string()}),
+        };
+        self.0.events.append("diagnosis", Some(id), diagnosis.clone());
+        self.with_live(|l| l.record.diagnosis = Some(diagnosis));
+    }
+
     fn finish(&self, id: &str, outcome: Outcome, reason: String, started: Instant) {
         let record = {
             let mut st = self.lock();
@@ -839,7 +987,57 @@ impl Controller {
         );
         let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
         tracing::info!(deployment = id, outcome = kind, %reason, "deployment finished");
+        if let Some(hook) = self.0.on_finished.get().cloned() {
+            let (dir, id) = (self.0.dir.clone(), id.to_string());
+            tokio::task::spawn_blocking(move || hook(&dir, &id));
+        }
     }
+}
+
+/// The canary's growing allocation sites net of the baseline's growth at the same function
+/// (both diffs cover the same time and equal traffic): what the new build keeps that the old
+/// one does not. Largest net growth first, at most `max`; each site keeps the canary's stack
+/// and gains `canary_growth_bytes` and `baseline_growth_bytes`. Without a baseline diff the
+/// canary's sites are returned as they are.
+pub fn canary_sites(canary: &Value, baseline: Option<&Value>, max: usize) -> Vec<Value> {
+    let window = canary.get("window_s").and_then(Value::as_f64).unwrap_or(0.0);
+    let growth_of = |report: Option<&Value>, function: &str| -> f64 {
+        report
+            .and_then(|r| r.get("sites"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.get("function").and_then(Value::as_str) == Some(function))
+            .filter_map(|s| s.get("growth_bytes").and_then(Value::as_f64))
+            .sum()
+    };
+    let mut out: Vec<Value> = Vec::new();
+    for site in canary.get("sites").and_then(Value::as_array).into_iter().flatten() {
+        let Some(function) = site.get("function").and_then(Value::as_str) else { continue };
+        let grew = site.get("growth_bytes").and_then(Value::as_f64).unwrap_or(0.0);
+        let base = growth_of(baseline, function);
+        let net = grew - base;
+        if net.is_nan() || net <= 0.0 {
+            continue;
+        }
+        let mut s = site.clone();
+        s["growth_bytes"] = json!(net);
+        s["canary_growth_bytes"] = json!(grew);
+        s["baseline_growth_bytes"] = json!(base);
+        s["bytes_per_second"] = json!(if window > 0.0 { net / window } else { 0.0 });
+        out.push(s);
+    }
+    out.sort_by(|a, b| {
+        let g = |v: &Value| v.get("growth_bytes").and_then(Value::as_f64).unwrap_or(0.0);
+        g(b).total_cmp(&g(a))
+    });
+    out.truncate(max);
+    let total: f64 = out.iter().filter_map(|s| s.get("growth_bytes").and_then(Value::as_f64)).sum();
+    for s in &mut out {
+        let g = s.get("growth_bytes").and_then(Value::as_f64).unwrap_or(0.0);
+        s["share"] = json!(if total > 0.0 { g / total } else { 0.0 });
+    }
+    out
 }
 
 /// Heap against requests served, per instance, for the heap-growth slope.
@@ -934,6 +1132,23 @@ mod tests {
             p.push(i as f64 * 100.0, 1e7 + if i % 2 == 0 { 4096.0 } else { 0.0 });
         }
         assert!(p.growth_per_request().unwrap().abs() < 5.0);
+    }
+
+    #[test]
+    fn canary_sites_are_net_of_the_baseline() {
+        let site = |f: &str, g: f64| json!({"function": f, "growth_bytes": g, "stack": [f]});
+        let canary = json!({"window_s": 10.0, "sites": [site("warm::pool", 60_000.0), site("app::leak", 400_000.0), site("app::cache", 50_000.0)]});
+        let baseline = json!({"window_s": 10.0, "sites": [site("warm::pool", 58_000.0), site("app::cache", 70_000.0)]});
+        let s = canary_sites(&canary, Some(&baseline), 5);
+        let names: Vec<&str> = s.iter().map(|x| x["function"].as_str().unwrap()).collect();
+        assert_eq!(names, ["app::leak", "warm::pool"], "the cache grew as much on the baseline");
+        assert_eq!(s[0]["growth_bytes"], 400_000.0);
+        assert_eq!(s[0]["bytes_per_second"], 40_000.0);
+        assert_eq!(s[1]["baseline_growth_bytes"], 58_000.0);
+        assert!((s[0]["share"].as_f64().unwrap() - 400.0 / 402.0).abs() < 1e-9);
+        // No baseline diff: the canary's own sites; at most `max`.
+        assert_eq!(canary_sites(&canary, None, 1).len(), 1);
+        assert!(canary_sites(&json!({}), None, 5).is_empty());
     }
 
     #[test]

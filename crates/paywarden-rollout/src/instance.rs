@@ -550,12 +550,29 @@ impl Instance {
     /// `GET /admin/memory/leak-report` with the admin token; the body is at most
     /// [`LEAK_REPORT_BYTES_MAX`].
     pub async fn leak_report(&self, client: &reqwest::Client) -> Result<serde_json::Value, InstanceError> {
-        let url = self.url("/admin/memory/leak-report");
+        self.admin_json(client, reqwest::Method::GET, "/admin/memory/leak-report").await
+    }
+
+    /// `POST /admin/memory/profile/reference`: the instance keeps a heap profile taken now as
+    /// the reference for [`Instance::heap_diff`].
+    pub async fn mark_heap(&self, client: &reqwest::Client) -> Result<serde_json::Value, InstanceError> {
+        self.admin_json(client, reqwest::Method::POST, "/admin/memory/profile/reference").await
+    }
+
+    /// `GET /admin/memory/profile/diff`: the allocation sites that grew since the reference.
+    pub async fn heap_diff(&self, client: &reqwest::Client) -> Result<serde_json::Value, InstanceError> {
+        self.admin_json(client, reqwest::Method::GET, "/admin/memory/profile/diff").await
+    }
+
+    /// An admin endpoint's JSON answer, with the admin token; at most
+    /// [`LEAK_REPORT_BYTES_MAX`].
+    async fn admin_json(&self, client: &reqwest::Client, method: reqwest::Method, path: &str) -> Result<serde_json::Value, InstanceError> {
+        let url = self.url(path);
         let failed = |reason: String| InstanceError::Http { url: url.clone(), reason };
         if self.admin_token.is_empty() {
             return Err(failed("the instance has no admin token, so its admin endpoints are off".into()));
         }
-        let body = match get_bounded(client, &url, Some(&self.admin_token), LEAK_REPORT_BYTES_MAX).await {
+        let body = match fetch_bounded(client, method, &url, Some(&self.admin_token), LEAK_REPORT_BYTES_MAX).await {
             Ok(b) => b,
             Err(Fetch::TooLarge) => return Err(failed(format!("body over {LEAK_REPORT_BYTES_MAX} bytes"))),
             Err(Fetch::Failed(reason)) => return Err(failed(reason)),
@@ -602,8 +619,12 @@ enum Fetch {
 
 /// GET `url` within [`REQUEST_TIMEOUT`] (body included); a 2xx body of at most `max` bytes.
 async fn get_bounded(client: &reqwest::Client, url: &str, bearer: Option<&str>, max: usize) -> Result<Vec<u8>, Fetch> {
+    fetch_bounded(client, reqwest::Method::GET, url, bearer, max).await
+}
+
+async fn fetch_bounded(client: &reqwest::Client, method: reqwest::Method, url: &str, bearer: Option<&str>, max: usize) -> Result<Vec<u8>, Fetch> {
     let fetch = async {
-        let mut req = client.get(url);
+        let mut req = client.request(method, url);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }

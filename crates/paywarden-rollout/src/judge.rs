@@ -9,7 +9,7 @@
 //! |---|---|---|---|---|
 //! | `error_rate` | yes | canary − baseline ≥ `error_rate_tolerance` (1 %) and one-sided z ≥ 2.33 (p ≤ 0.01) | half the tolerance and z ≥ 1.64 | two-proportion z-test |
 //! | `latency` | no | p ≤ 0.01 and the canary is slower in ≥ 60 % of pairs | p ≤ 0.05 and ≥ 55 % | Mann–Whitney U, normal approximation with tie correction; effect size = U ÷ (n₁n₂) |
-//! | `heap_growth_per_request` | no | canary − max(baseline, 0) ≥ 1 KiB per request | ≥ 256 B | difference of the two rates (a shrinking baseline counts as flat) |
+//! | `heap_growth_per_request` | no | canary − max(baseline, 0) ≥ 512 B per request | ≥ 192 B | difference of the two rates (a shrinking baseline counts as flat) |
 //! | `leak` | yes | canary `leaking` | canary `suspect` | memguard's state |
 //!
 //! **The step**: a critical metric that fails fails the step at once; otherwise any failure
@@ -53,9 +53,10 @@ pub struct JudgeConfig {
     pub latency_effect_fail: f64,
     /// ... that makes it marginal. Default 0.55.
     pub latency_effect_marginal: f64,
-    /// Extra heap per request that fails the canary, bytes. Default 1024.
+    /// Extra heap per request that fails the canary, bytes. Default 512 (a good build
+    /// measures within ±60 B per request of its baseline under `up`, BENCHMARKS.md).
     pub heap_growth_fail: f64,
-    /// ... that makes it marginal. Default 256.
+    /// ... that makes it marginal. Default 192.
     pub heap_growth_marginal: f64,
 }
 
@@ -67,8 +68,8 @@ impl Default for JudgeConfig {
             error_rate_tolerance: 0.01,
             latency_effect_fail: 0.60,
             latency_effect_marginal: 0.55,
-            heap_growth_fail: 1024.0,
-            heap_growth_marginal: 256.0,
+            heap_growth_fail: 512.0,
+            heap_growth_marginal: 192.0,
         }
     }
 }

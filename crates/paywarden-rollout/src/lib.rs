@@ -9,6 +9,8 @@
 //! - [`plan`]: the steps (`default`, `fast`, or a TOML file).
 //! - [`judge`]: the canary judge (pure).
 //! - [`events`]: the append-only event log (JSON lines) that reviews are built from.
+//! - [`samples`]: each deployment's per-second figures per instance (memory, traffic,
+//!   latency), for reviews.
 //! - [`release`]: releases (binary, hash, arguments, version) and the deployment history.
 //! - [`admin`]: the admin HTTP API (loopback, bearer token).
 //!
@@ -24,5 +26,6 @@ pub mod judge;
 pub mod plan;
 pub mod proxy;
 pub mod release;
+pub mod samples;
 
 pub use judge::{judge, JudgeConfig, MetricVerdict, Score, Verdict, Window};

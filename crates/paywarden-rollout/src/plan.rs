@@ -16,6 +16,7 @@
 //! step_timeout = "10m"     # how long a step may wait for a conclusive verdict
 //! ready_timeout = "30s"    # canary and baseline must answer /readyz within this
 //! drain_timeout = "10s"    # in-flight requests to a stopping instance get this long
+//! auto_rollback = true     # false (training): a failed analysis holds the step for an operator
 //! [[steps]]
 //! weight = 1
 //! bake = "2m"
@@ -72,6 +73,9 @@ pub struct Plan {
     #[serde(with = "humantime_serde_like")]
     pub judge_interval: Duration,
     pub judge: JudgeConfig,
+    /// Roll back on its own when the analysis fails (the default). Off for training: the
+    /// deployment is held at its step (event `analysis_failed`) until an operator rolls back.
+    pub auto_rollback: bool,
 }
 
 mod humantime_serde_like {
@@ -94,6 +98,7 @@ impl Plan {
             drain_timeout: Duration::from_secs(10),
             judge_interval: Duration::from_secs(1),
             judge: JudgeConfig { min_requests: 200, ..JudgeConfig::default() },
+            auto_rollback: true,
         }
     }
 
@@ -107,6 +112,7 @@ impl Plan {
             drain_timeout: Duration::from_secs(5),
             judge_interval: Duration::from_secs(1),
             judge: JudgeConfig { min_requests: 50, min_latency_samples: 30, ..JudgeConfig::default() },
+            auto_rollback: true,
         }
     }
 
@@ -157,6 +163,7 @@ impl Plan {
             drain_timeout: dur(file.drain_timeout, "drain_timeout", base.drain_timeout)?,
             judge_interval: base.judge_interval,
             judge,
+            auto_rollback: file.auto_rollback.unwrap_or(true),
         };
         plan.validate().map_err(|e| PlanError(format!("{origin}: {}", e.0)))?;
         Ok(plan)
@@ -248,6 +255,7 @@ struct PlanFile {
     step_timeout: Option<String>,
     ready_timeout: Option<String>,
     drain_timeout: Option<String>,
+    auto_rollback: Option<bool>,
     #[serde(default)]
     steps: Vec<StepFile>,
     judge: Option<JudgeFile>,

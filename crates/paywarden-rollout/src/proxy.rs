@@ -246,21 +246,34 @@ struct Reservoir {
     seen: u64,
     cap: usize,
     samples: Vec<f64>,
+    /// Since the last [`Proxy::take_recent_latencies`]: its own reservoir of at most
+    /// [`RECENT_LATENCIES_MAX`].
+    recent_seen: u64,
+    recent: Vec<f64>,
+}
+
+/// Most latencies kept per backend between two [`Proxy::take_recent_latencies`] calls.
+pub const RECENT_LATENCIES_MAX: usize = 1024;
+
+fn reservoir_add(samples: &mut Vec<f64>, seen: u64, cap: usize, x: f64) {
+    if samples.len() < cap {
+        samples.push(x);
+    } else if cap > 0 {
+        let j = rand::rng().random_range(0..seen);
+        if let Ok(j) = usize::try_from(j)
+            && j < cap
+        {
+            samples[j] = x;
+        }
+    }
 }
 
 impl Reservoir {
     fn add(&mut self, x: f64) {
         self.seen += 1;
-        if self.samples.len() < self.cap {
-            self.samples.push(x);
-        } else if self.cap > 0 {
-            let j = rand::rng().random_range(0..self.seen);
-            if let Ok(j) = usize::try_from(j)
-                && j < self.cap
-            {
-                self.samples[j] = x;
-            }
-        }
+        reservoir_add(&mut self.samples, self.seen, self.cap, x);
+        self.recent_seen += 1;
+        reservoir_add(&mut self.recent, self.recent_seen, RECENT_LATENCIES_MAX, x);
     }
 }
 
@@ -276,6 +289,8 @@ impl Backend {
                 seen: 0,
                 cap,
                 samples: Vec::new(),
+                recent_seen: 0,
+                recent: Vec::new(),
             }),
         }
     }
@@ -547,6 +562,15 @@ impl Proxy {
             in_flight: b.in_flight.load(Ordering::SeqCst),
             latencies_ms,
         })
+    }
+
+    /// The latencies (ms) of the requests `id` answered since the last call (a reservoir of
+    /// at most [`RECENT_LATENCIES_MAX`]), for per-interval percentiles; empty for an unknown id.
+    pub fn take_recent_latencies(&self, id: u64) -> Vec<f64> {
+        let Some(b) = self.backend(id) else { return Vec::new() };
+        let mut r = b.latencies.lock().unwrap_or_else(PoisonError::into_inner);
+        r.recent_seen = 0;
+        std::mem::take(&mut r.recent)
     }
 
     /// Upstream exchanges under way to `id` now.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use memguard::alerts::{AlertEvent, AlertStatus, ACTIVE_MAX};
 use memguard::notify::WebhookConfig;
 use memguard::profiler::HeapProfiler;
+use memguard::sites::{HeapProfile, SiteConfig};
 use memguard::sampler::{default_memory_limit_bytes, MemoryGuard, SamplerConfig, Work};
 use paywarden_api::metrics::VERSION;
 use paywarden_api::{AdminHooks, App};
@@ -97,7 +98,7 @@ pub async fn start(app: &Arc<App>, opts: GuardOptions) -> anyhow::Result<()> {
             }
         }
     });
-    app.set_admin_hooks(Arc::new(Hooks { guard, profiler, limit }));
+    app.set_admin_hooks(Arc::new(Hooks { guard, profiler, limit, reference: tokio::sync::Mutex::new(None), started: std::time::Instant::now() }));
     tracing::info!(memory_limit_bytes = ?limit, interval_ms = interval.as_millis() as u64, "memory guard sampling");
     Ok(())
 }
@@ -106,6 +107,19 @@ struct Hooks {
     guard: MemoryGuard,
     profiler: Option<HeapProfiler>,
     limit: Option<u64>,
+    /// The reference heap profile of `POST /admin/memory/profile/reference` (one, replaced).
+    reference: tokio::sync::Mutex<Option<HeapProfile>>,
+    started: std::time::Instant,
+}
+
+impl Hooks {
+    fn profiler(&self) -> Result<&HeapProfiler, String> {
+        self.profiler.as_ref().ok_or_else(|| "jemalloc heap profiling is off in this process (started without prof:true)".to_string())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
 }
 
 #[async_trait::async_trait]
@@ -152,6 +166,34 @@ impl AdminHooks for Hooks {
             "failure_rate": snap.as_ref().and_then(|s| s.burn_rate),
             "webhook": snap.as_ref().and_then(|s| s.webhook),
         })
+    }
+
+    async fn mark_heap(&self) -> Result<serde_json::Value, String> {
+        let p = self.profiler()?;
+        let profile = p.profile(self.now_ms()).await.map_err(|e| e.to_string())?;
+        let out = serde_json::json!({
+            "at_uptime_s": profile.at_ms as f64 / 1000.0,
+            "stacks": profile.stacks.len(),
+            "profiled_bytes": profile.total_bytes(),
+        });
+        *self.reference.lock().await = Some(profile);
+        Ok(out)
+    }
+
+    async fn heap_diff(&self) -> Result<serde_json::Value, String> {
+        let p = self.profiler()?;
+        // One diff at a time: the reference stays put while it is compared.
+        let reference = self.reference.lock().await;
+        let Some(before) = reference.clone() else {
+            return Err("no reference profile yet; POST /admin/memory/profile/reference first".into());
+        };
+        let after = p.profile(self.now_ms()).await.map_err(|e| e.to_string())?;
+        // Below two sampling intervals of growth a site is sampling noise.
+        let (_, lg_sample) = p.status().await;
+        let config = SiteConfig { min_growth_bytes: 2.0 * (1u64 << lg_sample.min(40)) as f64, ..SiteConfig::default() };
+        let report = p.growing_sites(before, after, config).await.map_err(|e| e.to_string())?;
+        drop(reference);
+        serde_json::to_value(report).map_err(|e| e.to_string())
     }
 
     async fn heap_profile(&self) -> Result<Vec<u8>, String> {

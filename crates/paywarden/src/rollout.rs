@@ -71,6 +71,10 @@ pub struct DeployArgs {
     /// Return once the deployment started instead of following it.
     #[arg(long)]
     detach: bool,
+    /// Training: a failed analysis holds the deployment at its step (the canary keeps its
+    /// traffic) until someone runs `paywarden rollback`.
+    #[arg(long)]
+    no_auto_rollback: bool,
     /// Arguments for the new release's instances, e.g. `-- --fault leak=4096`.
     #[arg(last = true)]
     instance_args: Vec<String>,
@@ -135,6 +139,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         stop_grace: a.stop_grace,
         ready_timeout: Duration::from_secs(60),
         instance_env: instance_env(),
+        deployment_env: deployment_env(),
     };
     let controller = Controller::start(cfg, proxy.clone()).await?;
     let status = controller.status();
@@ -204,6 +209,20 @@ fn instance_env() -> Vec<(String, String)> {
     vec![("_RJEM_MALLOC_CONF".to_string(), "tcache:false".to_string())]
 }
 
+/// jemalloc's heap sampling interval (log2 bytes) for a deployment's canary and baseline: one
+/// sample per 16 KiB instead of the default 512 KiB, so the canary's heap diff names a leak's
+/// allocation site after a few hundred KiB (at 1 % of traffic that is tens of seconds, not
+/// hours). Both sides pay the same (about 4 % of throughput, BENCHMARKS.md), so the comparison
+/// stays fair; a promoted canary keeps it until its next restart.
+pub const DEPLOYMENT_LG_PROF_SAMPLE: u8 = 14;
+
+fn deployment_env() -> Vec<(String, String)> {
+    if std::env::var_os("_RJEM_MALLOC_CONF").is_some() {
+        return Vec::new();
+    }
+    vec![("_RJEM_MALLOC_CONF".to_string(), format!("tcache:false,lg_prof_sample:{DEPLOYMENT_LG_PROF_SAMPLE}"))]
+}
+
 fn random_token(prefix: &str) -> String {
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
@@ -247,6 +266,9 @@ impl Admin {
 pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&a.admin)?;
     let mut body = json!({"version": a.version, "args": a.instance_args});
+    if a.no_auto_rollback {
+        body["auto_rollback"] = json!(false);
+    }
     if let Some(b) = &a.binary {
         let abs = std::fs::canonicalize(b).with_context(|| format!("--binary {}", b.display()))?;
         body["binary"] = json!(abs);
@@ -272,7 +294,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
 /// Prints a deployment's progress until it ends; exit 0 if promoted, 1 if rolled back.
 async fn follow(admin: &Admin, id: &str) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
-    let (mut last_step, mut last_score) = (usize::MAX, String::new());
+    let (mut last_step, mut last_score, mut held_said) = (usize::MAX, String::new(), false);
     loop {
         let s = admin.call(reqwest::Method::GET, "/admin/status", None).await?;
         let d = &s["last_deployment"];
@@ -290,6 +312,10 @@ async fn follow(admin: &Admin, id: &str) -> anyhow::Result<ExitCode> {
                     d["canary_weight_pct"]
                 );
             }
+        }
+        if let (Some(h), false) = (d["held"].as_str(), held_said) {
+            held_said = true;
+            println!("[{:>6.1}s] HELD (automatic rollback is off): {h}\n  find the cause (`paywarden status`), then `paywarden rollback`", t0.elapsed().as_secs_f64());
         }
         let score = d["verdict"]["score"].as_str().unwrap_or("").to_string();
         if !score.is_empty() && score != last_score {
@@ -368,8 +394,79 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         if let Some(r) = d["reason"].as_str() {
             println!("  {r}");
         }
+        if let Some(h) = d["held"].as_str().filter(|_| d["outcome"] == "in_progress") {
+            println!("  HELD, automatic rollback is off: {h}\n  roll back with `paywarden rollback`");
+        }
+        if d["outcome"] == "in_progress" {
+            for m in d["verdict"]["metrics"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<12} {:<12} canary {:<14} baseline {:<14} {}",
+                    m["metric"].as_str().unwrap_or("?"),
+                    m["score"].as_str().unwrap_or("?"),
+                    fmt_figure(&m["canary"]),
+                    fmt_figure(&m["baseline"]),
+                    m["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+        print_diagnosis(&d["diagnosis"]);
+    }
+    if let Some(list) = s["instances"].as_array() {
+        println!("{:<9} {:<16} {:>10} {:>10} {:>8} {:>10} {:>9}", "instance", "version", "heap MiB", "RSS MiB", "leak", "requests", "p99 ms");
+        for i in list {
+            let mib = |v: &Value| v.as_f64().map(|b| format!("{:.1}", b / 1048576.0)).unwrap_or_else(|| "?".into());
+            println!(
+                "{:<9} {:<16} {:>10} {:>10} {:>8} {:>10} {:>9}",
+                i["role"].as_str().unwrap_or("?"),
+                i["version"].as_str().unwrap_or("?"),
+                mib(&i["heap_allocated_bytes"]),
+                mib(&i["resident_bytes"]),
+                match i["leak_state"].as_u64() {
+                    Some(0) => "ok",
+                    Some(1) => "suspect",
+                    Some(2) => "LEAKING",
+                    _ => "?",
+                },
+                i["requests"],
+                i["latency_p99_ms"].as_f64().map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_figure(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 || x == 0.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.4}"),
+        None => "-".into(),
+    }
+}
+
+/// The canary's heap diff: the allocation sites that grew, largest first.
+fn print_diagnosis(d: &Value) {
+    if d.is_null() {
+        return;
+    }
+    if let Some(e) = d["error"].as_str() {
+        println!("  heap diff of the canary: none ({e})");
+        return;
+    }
+    let sites = d["sites"].as_array().cloned().unwrap_or_default();
+    if sites.is_empty() {
+        println!("  heap diff of the canary: no allocation site grew over {:.0} s", d["window_s"].as_f64().unwrap_or(0.0));
+        return;
+    }
+    println!("  heap diff of the canary over {:.0} s, the sites that grew:", d["window_s"].as_f64().unwrap_or(0.0));
+    for site in sites {
+        println!(
+            "    {:>9.0} KiB  {:>8.0} B/s  {:>3.0} %  {}",
+            site["growth_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            site["bytes_per_second"].as_f64().unwrap_or(0.0),
+            site["share"].as_f64().unwrap_or(0.0) * 100.0,
+            site["function"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 pub async fn history(a: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -89,6 +89,13 @@ fn extra_heap_per_request_fails() {
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Fail);
     let c = Window { heap_growth_per_request: Some(400.0), ..healthy(&mut rng) };
     assert_eq!(judge(&c, &b, &JudgeConfig::default()).score, Score::Marginal);
+    // The edges, against the baseline's 3 B per request: 512 B more fails, 192 B more is
+    // marginal, a byte less passes.
+    let cfg = JudgeConfig::default();
+    for (canary, want) in [(515.0, Score::Fail), (514.0, Score::Marginal), (195.0, Score::Marginal), (194.0, Score::Pass)] {
+        let c = Window { heap_growth_per_request: Some(canary), ..healthy(&mut rng) };
+        assert_eq!(score_of(&judge(&c, &b, &cfg), "heap_growth_per_request"), want, "canary {canary} B/request");
+    }
 }
 
 #[test]
