@@ -45,6 +45,9 @@ pub struct LoadConfig {
     pub sample_memory: bool,
     /// Show the live progress line (on a terminal).
     pub progress: bool,
+    /// Set to end the run early: no iteration starts after it is seen (the run then drains
+    /// and verifies as at its scheduled end). A drill stops its load once the rollout ends.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,9 +177,9 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
             let end = started + *duration;
             let counter = Arc::new(AtomicU64::new(0));
             for _ in 0..*vus {
-                let (shared, target, sc, counter) = (shared.clone(), target.clone(), sc.clone(), counter.clone());
+                let (shared, target, sc, counter, stop) = (shared.clone(), target.clone(), sc.clone(), counter.clone(), cfg.stop.clone());
                 tasks.spawn(async move {
-                    while Instant::now() < end {
+                    while Instant::now() < end && !stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
                         lock(&shared.recorder).iteration_started();
                         iteration(&shared, &target, &sc, n, Instant::now()).await;
@@ -193,6 +196,9 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
                 let at = started + offset;
                 if at > Instant::now() {
                     tokio::time::sleep_until(at.into()).await;
+                }
+                if cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    break;
                 }
                 match in_flight.clone().try_acquire_owned() {
                     Ok(permit) => {

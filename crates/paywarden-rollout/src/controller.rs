@@ -103,6 +103,10 @@ pub struct DeploymentRecord {
     /// Client requests answered 5xx (by an instance or the proxy) since it started.
     pub failed_requests: u64,
     pub failed_canary_requests: u64,
+    /// Failed client requests to `/v1/payment_intents...` since it started.
+    pub failed_payment_requests: u64,
+    /// Distinct merchant keys whose requests reached the canary (counted by keyed hash).
+    pub merchants_to_canary: u64,
     pub verdict: Option<Verdict>,
     /// The canary's heap diff (allocation sites that grew since it was warm), taken when its
     /// analysis failed or it was rolled back.
@@ -133,6 +137,8 @@ impl DeploymentRecord {
             requests_to_baseline: 0,
             failed_requests: 0,
             failed_canary_requests: 0,
+            failed_payment_requests: 0,
+            merchants_to_canary: 0,
             verdict: None,
             diagnosis: None,
             held: None,
@@ -559,9 +565,11 @@ impl Controller {
         let t = self.0.proxy.totals();
         r.requests_total = t.requests.saturating_sub(l.totals_at_start.requests);
         r.failed_requests = t.failed.saturating_sub(l.totals_at_start.failed);
+        r.failed_payment_requests = t.failed_payment_requests.saturating_sub(l.totals_at_start.failed_payment_requests);
         if let Some(c) = l.canary.as_ref().and_then(|c| self.0.proxy.stats(c.id)) {
             r.requests_to_canary = c.requests;
             r.failed_canary_requests = c.errors;
+            r.merchants_to_canary = c.distinct_keys;
         }
         if let Some(b) = l.baseline.as_ref().and_then(|b| self.0.proxy.stats(b.id)) {
             r.requests_to_baseline = b.requests;
@@ -906,6 +914,7 @@ impl Controller {
         if let (Some(r), Some(s)) = (record.as_mut(), self.0.proxy.stats(canary.id)) {
             r.requests_to_canary = s.requests;
             r.failed_canary_requests = s.errors;
+            r.merchants_to_canary = s.distinct_keys;
         }
         tokio::join!(old.instance.stop(self.0.cfg.stop_grace), baseline.instance.stop(self.0.cfg.stop_grace));
         if let Some(r) = record {

@@ -89,6 +89,7 @@
 //! instances are pooled keep-alive connections with `TCP_NODELAY`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
@@ -180,6 +181,9 @@ pub struct BackendStats {
     pub in_flight: u64,
     /// Reservoir sample (Algorithm R) of the latencies of the requests it answered, ms.
     pub latencies_ms: Vec<f64>,
+    /// Distinct merchant keys (`Authorization` values) it was sent, at most
+    /// [`DISTINCT_KEYS_MAX`].
+    pub distinct_keys: u64,
 }
 
 /// The proxy's cumulative figures.
@@ -189,6 +193,8 @@ pub struct ProxyTotals {
     pub requests: u64,
     /// Client requests answered `5xx`, by an instance or by the proxy.
     pub failed: u64,
+    /// Of those, requests to `/v1/payment_intents...` (payments that failed).
+    pub failed_payment_requests: u64,
     /// Retry attempts (attempts after a request's first).
     pub retried: u64,
     /// Requests answered `503` for want of a route with weight > 0.
@@ -209,12 +215,15 @@ struct Inner {
     table: RwLock<Arc<Table>>,
     backends: Mutex<HashMap<u64, Arc<Backend>>>,
     totals: Totals,
+    /// Randomly keyed per process: the hashes of merchant keys mean nothing elsewhere.
+    key_hasher: std::collections::hash_map::RandomState,
 }
 
 #[derive(Default)]
 struct Totals {
     requests: AtomicU64,
     failed: AtomicU64,
+    failed_payment_requests: AtomicU64,
     retried: AtomicU64,
     no_route: AtomicU64,
     too_large: AtomicU64,
@@ -240,7 +249,13 @@ struct Backend {
     drainers: AtomicUsize,
     idle: Notify,
     latencies: Mutex<Reservoir>,
+    /// Keyed hashes of the distinct `Authorization` values (merchant keys) it was sent, at
+    /// most [`DISTINCT_KEYS_MAX`]: how many merchants a bad instance reached. Never the keys.
+    keys: Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Most distinct merchant keys counted per backend (past it the count reads "at least").
+pub const DISTINCT_KEYS_MAX: usize = 10_000;
 
 struct Reservoir {
     seen: u64,
@@ -285,6 +300,7 @@ impl Backend {
             in_flight: AtomicU64::new(0),
             drainers: AtomicUsize::new(0),
             idle: Notify::new(),
+            keys: Mutex::new(std::collections::HashSet::new()),
             latencies: Mutex::new(Reservoir {
                 seen: 0,
                 cap,
@@ -474,6 +490,7 @@ impl Proxy {
                 table: RwLock::new(Arc::new(Table::default())),
                 backends: Mutex::new(HashMap::new()),
                 totals: Totals::default(),
+                key_hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
     }
@@ -561,6 +578,7 @@ impl Proxy {
             errors: b.errors.load(Ordering::Relaxed),
             in_flight: b.in_flight.load(Ordering::SeqCst),
             latencies_ms,
+            distinct_keys: b.keys.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
         })
     }
 
@@ -615,6 +633,7 @@ impl Proxy {
         ProxyTotals {
             requests: t.requests.load(Ordering::Relaxed),
             failed: t.failed.load(Ordering::Relaxed),
+            failed_payment_requests: t.failed_payment_requests.load(Ordering::Relaxed),
             retried: t.retried.load(Ordering::Relaxed),
             no_route: t.no_route.load(Ordering::Relaxed),
             too_large: t.too_large.load(Ordering::Relaxed),
@@ -711,9 +730,13 @@ impl Inner {
     async fn handle(&self, req: Request<Incoming>, xff: HeaderValue) -> Response<Full<Bytes>> {
         let arrival = Instant::now();
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
+        let payment = req.uri().path().starts_with("/v1/payment_intents");
         let resp = self.proxy(req, xff, arrival).await;
         if resp.status().is_server_error() {
             self.totals.failed.fetch_add(1, Ordering::Relaxed);
+            if payment {
+                self.totals.failed_payment_requests.fetch_add(1, Ordering::Relaxed);
+            }
         }
         resp
     }
@@ -789,6 +812,13 @@ impl Inner {
                 return error_response(StatusCode::BAD_REQUEST, MSG_BAD_TARGET);
             };
             entry.backend.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(auth) = headers.get(header::AUTHORIZATION) {
+                let h = self.key_hasher.hash_one(auth.as_bytes());
+                let mut keys = entry.backend.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                if keys.len() < DISTINCT_KEYS_MAX {
+                    keys.insert(h);
+                }
+            }
             let last = attempt >= self.cfg.retries_max;
             let mut up = Request::new(Full::new(body.clone()));
             *up.method_mut() = parts.method.clone();

@@ -16,6 +16,7 @@ use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
+mod drill;
 mod guard;
 mod rollout;
 
@@ -83,6 +84,11 @@ enum Command {
     Status(rollout::StatusArgs),
     /// Every deployment and its outcome.
     History(rollout::StatusArgs),
+    /// Write a deployment's post-deployment review (HTML, Markdown) and, for an incident,
+    /// the report draft.
+    Review(drill::ReviewArgs),
+    /// Replay an incident on a sandbox and score detection, diagnosis and rollback.
+    Drill(drill::DrillArgs),
 }
 
 #[derive(clap::Args)]
@@ -253,6 +259,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => rollout::rollback(args).await,
         Command::Status(args) => rollout::status(args).await,
         Command::History(args) => rollout::history(args).await,
+        Command::Review(args) => drill::review(args),
+        Command::Drill(args) => drill::drill(args).await,
         Command::Ledger { command: LedgerCommand::Verify { data_dir } } => {
             if !data_dir.join(paywarden_store::sqlite::DB_FILE).exists() {
                 bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", data_dir.display());
@@ -450,6 +458,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         timeout: a.timeout,
         sample_memory: !a.no_memory,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        stop: None,
     };
     let summary = paywarden_load::run(cfg).await?;
     print!("{}", summary.text());

@@ -49,10 +49,10 @@ pub struct UpArgs {
 pub struct AdminArgs {
     /// The controller's admin URL.
     #[arg(long, env = "PAYWARDEN_ADMIN", default_value = "http://127.0.0.1:4243")]
-    admin: String,
+    pub(crate) admin: String,
     /// The admin token `paywarden up` printed.
     #[arg(long, env = "PAYWARDEN_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(crate) token: String,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +142,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         deployment_env: deployment_env(),
     };
     let controller = Controller::start(cfg, proxy.clone()).await?;
+    // The post-deployment review (and, for an incident, the report draft), after every rollout.
+    controller.on_finished(std::sync::Arc::new(|dir: &std::path::Path, id: &str| {
+        let out = paywarden_review::reviews_dir(dir, id);
+        match paywarden_review::write_review(dir, id, &out) {
+            Ok((_, w)) => tracing::info!(deployment = id, review = %w.html.display(), incident = ?w.incident, "post-deployment review written"),
+            Err(e) => tracing::error!(deployment = id, error = %e, "could not write the post-deployment review"),
+        }
+    }));
     let status = controller.status();
     println!("paywarden up: proxy on http://{public}, admin API on http://{admin_addr}");
     println!(
@@ -223,7 +231,7 @@ fn deployment_env() -> Vec<(String, String)> {
     vec![("_RJEM_MALLOC_CONF".to_string(), format!("tcache:false,lg_prof_sample:{DEPLOYMENT_LG_PROF_SAMPLE}"))]
 }
 
-fn random_token(prefix: &str) -> String {
+pub(crate) fn random_token(prefix: &str) -> String {
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -231,14 +239,14 @@ fn random_token(prefix: &str) -> String {
 }
 
 /// A small client of the admin API.
-struct Admin {
+pub(crate) struct Admin {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Admin {
-    fn new(a: &AdminArgs) -> anyhow::Result<Admin> {
+    pub(crate) fn new(a: &AdminArgs) -> anyhow::Result<Admin> {
         let base = a.admin.trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
             bail!("--admin {}: give the controller's admin URL, e.g. http://127.0.0.1:4243", a.admin);
@@ -247,7 +255,7 @@ impl Admin {
         Ok(Admin { base, token: a.token.clone(), http })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);

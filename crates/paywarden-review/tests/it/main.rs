@@ -1,0 +1,3 @@
+//! paywarden-review's tests, one binary.
+mod html;
+mod markdown;
