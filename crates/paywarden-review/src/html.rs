@@ -14,7 +14,7 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
-use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
 use crate::Review;
 use crate::model::{Diagnosis, MetricView, VerdictView, format_bytes, format_clock, format_time};
@@ -65,7 +65,8 @@ ul.legend{list-style:none;padding:0;margin:0.2em 0 1em;font-size:0.9em}ul.legend
 .sw{display:inline-block;width:22px;height:4px;vertical-align:middle;margin-right:5px}\
 .sw.thin{height:2px;opacity:0.6}\
 details summary{cursor:pointer}\
-.incident{border-left:4px solid #b00020;padding-left:1em}";
+.incident{border-left:4px solid #b00020;padding-left:1em}\
+.incident h3{font-size:1.15em}.incident h4{font-size:1.05em}.incident h5,.incident h6{font-size:1em}";
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -641,14 +642,16 @@ fn incident(out: &mut String, r: &Review) {
         out,
         "<h2 id=\"incident\">Incident report</h2>\n<div class=\"incident\">"
     );
-    out.push_str(&markdown_to_html(&crate::incident::render(r)));
+    // Its headings go below this section's.
+    out.push_str(&markdown_to_html(&crate::incident::render(r), 2));
     let _ = writeln!(out, "</div>");
 }
 
 /// Markdown to HTML with no raw HTML passing through: HTML blocks and inline HTML become
 /// text (escaped), images become their alt text (nothing is fetched), and links keep their
-/// target only when it is `http(s)`, `mailto` or an anchor.
-pub fn markdown_to_html(markdown: &str) -> String {
+/// target only when it is `http(s)`, `mailto` or an anchor. Headings are demoted by
+/// `heading_shift` levels (at most to `<h6>`), for Markdown shown inside a section.
+pub fn markdown_to_html(markdown: &str, heading_shift: usize) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     let mut in_dropped_link = false;
     let events = Parser::new_ext(markdown, options).filter_map(|e| match e {
@@ -664,11 +667,29 @@ pub fn markdown_to_html(markdown: &str) -> String {
             in_dropped_link = false;
             None
         }
+        Event::Start(Tag::Heading {
+            level,
+            id,
+            classes,
+            attrs,
+        }) => Some(Event::Start(Tag::Heading {
+            level: shifted(level, heading_shift),
+            id,
+            classes,
+            attrs,
+        })),
+        Event::End(TagEnd::Heading(level)) => {
+            Some(Event::End(TagEnd::Heading(shifted(level, heading_shift))))
+        }
         e => Some(e),
     });
     let mut html = String::new();
     pulldown_cmark::html::push_html(&mut html, events);
     html
+}
+
+fn shifted(level: HeadingLevel, by: usize) -> HeadingLevel {
+    HeadingLevel::try_from((level as usize).saturating_add(by).min(6)).unwrap_or(HeadingLevel::H6)
 }
 
 fn safe_link(url: &CowStr<'_>) -> bool {

@@ -90,7 +90,7 @@ pub fn render(review: &Review) -> String {
     if let Some((at, what)) = detection(review) {
         let _ = writeln!(o, "Detected {:.1} s after the deployment started by the canary judge (canary against a baseline started with it): {what}.\n", review.since_start_s(at));
     }
-    if let Some(d) = &review.diagnosis {
+    if let Some(d) = review.diagnosis.as_ref().filter(|_| memory_cause(review)) {
         if let Some(top) = d.sites.first() {
             let _ = writeln!(o, "Heap diff of the canary over {:.0} s (sites net of the baseline's growth):\n", d.window_s);
             let _ = writeln!(o, "| allocation site | kept | rate | share |\n|---|---|---|---|");
@@ -133,7 +133,7 @@ pub fn render(review: &Review) -> String {
     // --- Measures
     let _ = writeln!(o, "## Corrective and Preventative Measures\n");
     let _ = writeln!(o, "### Improvements/Fixes\n");
-    match review.diagnosis.as_ref().and_then(|d| d.sites.first()) {
+    match review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.sites.first()) {
         Some(top) => {
             let _ = writeln!(o, "- [ ] Fix `{}` in release {} (it kept {}/s on the canary) and add a test that bytes retained per payment stay at zero.", top.function, review.version, format_bytes(top.bytes_per_second));
         }
@@ -164,10 +164,23 @@ pub fn render(review: &Review) -> String {
     o
 }
 
-/// The root cause in one paragraph, from the heap diff when it names a site, else from the
-/// failing metrics, else the recorded reason.
+/// Metrics whose failure is about memory: the heap diff explains them.
+pub const MEMORY_METRICS: &[&str] = &["heap_growth_per_request", "leak"];
+
+/// Whether the first failure was about memory (or nothing failed, e.g. a manual rollback),
+/// so the heap diff's top site is the cause; a latency or error regression is not explained
+/// by whatever the diff happened to sample.
+pub fn memory_cause(review: &Review) -> bool {
+    match &review.first_failure {
+        None => true,
+        Some((_, v)) => v.metrics.iter().any(|m| m.score == "fail" && MEMORY_METRICS.contains(&m.metric.as_str())),
+    }
+}
+
+/// The root cause in one paragraph: from the heap diff when memory failed and it names a
+/// site, else from the failing metrics, else the recorded reason.
 pub fn root_cause(review: &Review) -> String {
-    if let Some(top) = review.diagnosis.as_ref().and_then(|d| d.sites.first()) {
+    if let Some(top) = review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.sites.first()) {
         let caller = top.stack.get(1).map(|c| format!(", called from `{c}`")).unwrap_or_default();
         return format!(
             "release {} keeps memory at `{}`{caller}: {} kept over {:.0} s on the canary, {}/s, {:.0} % of the growth the baseline did not show.",

@@ -158,7 +158,11 @@ pub fn score(sc: &Scenario, review: &Review, load: LoadFigures, manual: bool) ->
     let since = |ms: u64| review.since_start_s(ms);
     let firing: Vec<u64> = review.alerts.iter().filter(|a| a.status == "firing").map(|a| a.at_ms).collect();
     let detect = [review.first_failure.as_ref().map(|(at, _)| *at), review.held_ms, firing.iter().min().copied()].into_iter().flatten().min();
-    let site = review.diagnosis.as_ref().and_then(|d| d.sites.first().map(|s| (d.at_ms, s.function.clone())));
+    let site = review
+        .diagnosis
+        .as_ref()
+        .filter(|_| crate::incident::memory_cause(review))
+        .and_then(|d| d.sites.first().map(|s| (d.at_ms, s.function.clone())));
     let failing_metric = review.first_failure.as_ref().and_then(|(at, v)| v.metrics.iter().find(|m| m.score == "fail").map(|m| (*at, m.metric.clone())));
     let (root_at, root) = match (&site, &failing_metric) {
         (Some((at, f)), _) => (Some(*at), Some(f.clone())),

@@ -128,7 +128,7 @@ fn strings_from_the_recorded_data_are_escaped() {
 fn the_incident_markdown_passes_no_raw_html_or_fetch() {
     let md = "# Title\n\n<script>alert(1)</script>\n\ntext <img src=x onerror=alert(1)> and ![pic](https://example.invalid/x.png)\n\n\
               [bad](javascript:alert(1)) [ok](https://example.invalid/) [anchor](#timeline)\n\n| a | b |\n|---|---|\n| 1 | <i>2</i> |\n";
-    let html = markdown_to_html(md);
+    let html = markdown_to_html(md, 0);
     assert!(html.contains("<h1>Title</h1>"));
     assert!(
         !html.contains("<script") && !html.contains("<img") && !html.contains("<i>"),
@@ -146,6 +146,14 @@ fn the_incident_markdown_passes_no_raw_html_or_fetch() {
         "an image becomes its alt text: {html}"
     );
     assert!(html.contains("<table>"), "tables: {html}");
+    // Inside a section, its headings go down.
+    let inside = markdown_to_html("# a\n\n## b\n\n###### c\n", 2);
+    assert!(
+        inside.contains("<h3>a</h3>")
+            && inside.contains("<h4>b</h4>")
+            && inside.contains("<h6>c</h6>"),
+        "{inside}"
+    );
 }
 
 #[test]
