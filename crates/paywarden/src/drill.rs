@@ -196,7 +196,7 @@ pub async fn drill(a: DrillArgs) -> anyhow::Result<ExitCode> {
     let result = run(&a, sc, &up, &token, body, t0).await;
     up.stop().await;
     if a.keep_data {
-        println!("kept the data dir: {}", tmp.keep().display());
+        println!("kept the data dir: {}", tmp.keep().join("data").display());
     }
     let card = result?;
     print!("\n{}", scorecard::render_text(&card));

@@ -192,7 +192,7 @@ impl AdminHooks for Hooks {
         let (_, lg_sample) = p.status().await;
         // The diff's own work (dumping and parsing the profile) is not the program's growth.
         let mut config = SiteConfig { min_growth_bytes: 2.0 * (1u64 << lg_sample.min(40)) as f64, ..SiteConfig::default() };
-        config.skip_prefixes.push("paywarden::guard::".into());
+        config.skip_prefixes.extend(["paywarden::guard::".into(), "paywarden_api::heap_diff".into()]);
         let report = p.growing_sites(before, after, config).await.map_err(|e| e.to_string())?;
         drop(reference);
         serde_json::to_value(report).map_err(|e| e.to_string())

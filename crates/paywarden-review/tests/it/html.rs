@@ -9,7 +9,7 @@ use paywarden_review::Review;
 use paywarden_review::html::{CHART_POINTS_MAX, markdown_to_html, render};
 use paywarden_review::model::instance_stats;
 
-const ID: &str = "dep_1795520900114i4zh31lgu4";
+const ID: &str = "dep_1795522428868oevwlqc99c";
 
 fn fixture() -> Review {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aug12");
@@ -51,14 +51,14 @@ fn the_rolled_back_canary_review_shows_versions_hashes_charts_and_the_leak_site(
     assert!(html.contains("heap_growth_per_request failed"), "reason");
     // Versions and hashes.
     assert!(
-        html.contains("canary leaky")
+        html.contains("canary aug12-drill")
             && html.contains("baseline v0.1.0")
             && html.contains("stable v0.1.0"),
         "instance labels"
     );
     assert!(
-        html.contains("00a6141bf3725673dab5ecb698e43ae39055a9b1d32ef372dc0db9d961b3b053"),
-        "sha256"
+        html.contains(&review.sha256) && html.contains(review.baseline_sha256.as_deref().unwrap()),
+        "sha256 of both"
     );
     assert!(html.contains("--fault leak=16384"), "args");
     // Plan, steps and verdicts.

@@ -2,6 +2,7 @@
 //! 0), a fresh data dir each.
 
 mod crash;
+mod drill;
 mod faults;
 mod load;
 mod memory;
