@@ -564,7 +564,7 @@ fn heap_diff(out: &mut String, r: &Review, d: &Diagnosis) {
     let _ = writeln!(
         out,
         "<table>\n<tr><th>allocation site</th><th class=\"n\">growth (net of baseline)</th>\
-         <th class=\"n\">rate</th><th class=\"n\">share</th></tr>"
+         <th class=\"n\">rate</th><th class=\"n\">share</th><th>evidence</th></tr>"
     );
     for s in d.sites.iter().take(DIAGNOSIS_SITES_MAX) {
         let stack = if s.stack.is_empty() {
@@ -579,11 +579,12 @@ fn heap_diff(out: &mut String, r: &Review, d: &Diagnosis) {
         };
         let _ = writeln!(
             out,
-            "<tr><td><code>{}</code>{stack}</td><td class=\"n\">{}</td><td class=\"n\">{}/s</td><td class=\"n\">{}</td></tr>",
+            "<tr><td><code>{}</code>{stack}</td><td class=\"n\">{}</td><td class=\"n\">{}/s</td><td class=\"n\">{}</td><td>{}</td></tr>",
             escape(&s.function),
             bytes(Some(s.growth_bytes)),
             bytes(Some(s.bytes_per_second)),
             percent(Some(s.share * 100.0)),
+            escape(&crate::incident::evidence(s)),
         );
     }
     let _ = writeln!(out, "</table>");

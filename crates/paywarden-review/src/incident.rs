@@ -91,11 +91,19 @@ pub fn render(review: &Review) -> String {
         let _ = writeln!(o, "Detected {:.1} s after the deployment started by the canary judge (canary against a baseline started with it): {what}.\n", review.since_start_s(at));
     }
     if let Some(d) = review.diagnosis.as_ref().filter(|_| memory_cause(review)) {
-        if let Some(top) = d.sites.first() {
+        if let Some(top) = d.cause() {
             let _ = writeln!(o, "Heap diff of the canary over {:.0} s (sites net of the baseline's growth):\n", d.window_s);
-            let _ = writeln!(o, "| allocation site | kept | rate | share |\n|---|---|---|---|");
+            let _ = writeln!(o, "| allocation site | kept | rate | share | evidence |\n|---|---|---|---|---|");
             for site in &d.sites {
-                let _ = writeln!(o, "| `{}` | {} | {}/s | {:.0} % |", site.function, format_bytes(site.growth_bytes), format_bytes(site.bytes_per_second), site.share * 100.0);
+                let _ = writeln!(
+                    o,
+                    "| `{}` | {} | {}/s | {:.0} % | {} |",
+                    site.function,
+                    format_bytes(site.growth_bytes),
+                    format_bytes(site.bytes_per_second),
+                    site.share * 100.0,
+                    evidence(site)
+                );
             }
             let _ = writeln!(o, "\nCalled from:\n");
             for f in top.stack.iter().skip(1).take(STACK_FRAMES_SHOWN) {
@@ -133,7 +141,7 @@ pub fn render(review: &Review) -> String {
     // --- Measures
     let _ = writeln!(o, "## Corrective and Preventative Measures\n");
     let _ = writeln!(o, "### Improvements/Fixes\n");
-    match review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.sites.first()) {
+    match review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.cause()) {
         Some(top) => {
             let _ = writeln!(o, "- [ ] Fix `{}` in release {} (it kept {}/s on the canary) and add a test that bytes retained per payment stay at zero.", top.function, review.version, format_bytes(top.bytes_per_second));
         }
@@ -164,6 +172,12 @@ pub fn render(review: &Review) -> String {
     o
 }
 
+/// A site's evidence in words: its samples, and whether that is enough to blame it.
+pub fn evidence(site: &crate::model::SiteView) -> String {
+    let n = site.evidence_samples.map(|e| format!("{e:.0} samples")).unwrap_or_else(|| "–".into());
+    if site.confident { n } else { format!("{n}, too few to blame") }
+}
+
 /// Metrics whose failure is about memory: the heap diff explains them.
 pub const MEMORY_METRICS: &[&str] = &["heap_growth_per_request", "leak"];
 
@@ -180,7 +194,7 @@ pub fn memory_cause(review: &Review) -> bool {
 /// The root cause in one paragraph: from the heap diff when memory failed and it names a
 /// site, else from the failing metrics, else the recorded reason.
 pub fn root_cause(review: &Review) -> String {
-    if let Some(top) = review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.sites.first()) {
+    if let Some(top) = review.diagnosis.as_ref().filter(|_| memory_cause(review)).and_then(|d| d.cause()) {
         let caller = top.stack.get(1).map(|c| format!(", called from `{c}`")).unwrap_or_default();
         return format!(
             "release {} keeps memory at `{}`{caller}: {} kept over {:.0} s on the canary, {}/s, {:.0} % of the growth the baseline did not show.",

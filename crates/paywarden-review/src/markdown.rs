@@ -198,9 +198,17 @@ pub fn render(r: &Review) -> String {
         }
         Some(d) => {
             let _ = writeln!(o, "Allocation sites that grew on the canary over {:.0} s, net of the baseline:\n", d.window_s);
-            let _ = writeln!(o, "| site | kept | rate | share |\n|---|---|---|---|");
+            let _ = writeln!(o, "| site | kept | rate | share | evidence |\n|---|---|---|---|---|");
             for s in &d.sites {
-                let _ = writeln!(o, "| `{}` | {} | {}/s | {:.0} % |", cell(&s.function), format_bytes(s.growth_bytes), format_bytes(s.bytes_per_second), s.share * 100.0);
+                let _ = writeln!(
+                    o,
+                    "| `{}` | {} | {}/s | {:.0} % | {} |",
+                    cell(&s.function),
+                    format_bytes(s.growth_bytes),
+                    format_bytes(s.bytes_per_second),
+                    s.share * 100.0,
+                    crate::incident::evidence(s)
+                );
             }
         }
     }

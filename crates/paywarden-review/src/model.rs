@@ -78,6 +78,11 @@ pub struct SiteView {
     pub share: f64,
     /// The site and its callers, outward.
     pub stack: Vec<String>,
+    /// Enough heap-profile samples back it to name it a cause (see the controller's
+    /// `SITE_EVIDENCE_SAMPLES`); a weak site is shown, never blamed.
+    pub confident: bool,
+    /// Its net growth in sampling intervals, when known.
+    pub evidence_samples: Option<f64>,
 }
 
 /// The canary's heap diff.
@@ -238,6 +243,8 @@ fn diagnosis_view(e: &Value) -> Diagnosis {
                 bytes_per_second: f(x, "bytes_per_second").unwrap_or(0.0),
                 share: f(x, "share").unwrap_or(0.0),
                 stack: x.get("stack").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from).collect(),
+                confident: x.get("confident").and_then(Value::as_bool).unwrap_or(true),
+                evidence_samples: f(x, "evidence_samples"),
             })
             .collect(),
         error: e.get("error").and_then(Value::as_str).map(String::from),
@@ -286,6 +293,13 @@ pub fn instance_stats(samples: &[Sample]) -> Vec<InstanceStats> {
             }
         })
         .collect()
+}
+
+impl Diagnosis {
+    /// The site to name as the cause: the largest that enough samples back.
+    pub fn cause(&self) -> Option<&SiteView> {
+        self.sites.iter().find(|s| s.confident)
+    }
 }
 
 impl Review {
@@ -379,9 +393,14 @@ impl Review {
                 }
                 "diagnosis" => {
                     let d = diagnosis_view(e);
-                    let text = match (&d.error, d.sites.first()) {
+                    let text = match (&d.error, d.cause()) {
                         (Some(err), _) => format!("heap diff of the canary failed: {err}"),
                         (None, Some(top)) => format!("heap diff names {} ({:.0} KiB over {:.0} s)", top.function, top.growth_bytes / 1024.0, d.window_s),
+                        (None, None) if !d.sites.is_empty() => format!(
+                            "heap diff of the canary: {} site(s) grew more than on the baseline over {:.0} s, none by enough samples to name a cause",
+                            d.sites.len(),
+                            d.window_s
+                        ),
                         (None, None) => format!("heap diff of the canary: no allocation site grew more than on the baseline over {:.0} s", d.window_s),
                     };
                     diagnosis.get_or_insert(d);

@@ -162,7 +162,7 @@ pub fn score(sc: &Scenario, review: &Review, load: LoadFigures, manual: bool) ->
         .diagnosis
         .as_ref()
         .filter(|_| crate::incident::memory_cause(review))
-        .and_then(|d| d.sites.first().map(|s| (d.at_ms, s.function.clone())));
+        .and_then(|d| d.cause().map(|s| (d.at_ms, s.function.clone())));
     let failing_metric = review.first_failure.as_ref().and_then(|(at, v)| v.metrics.iter().find(|m| m.score == "fail").map(|m| (*at, m.metric.clone())));
     let (root_at, root) = match (&site, &failing_metric) {
         (Some((at, f)), _) => (Some(*at), Some(f.clone())),

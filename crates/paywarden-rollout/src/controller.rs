@@ -46,6 +46,9 @@ pub const HEAP_POINTS_MAX: usize = 300;
 pub const HEAP_WARMUP_REQUESTS: f64 = 10.0;
 /// Longest wait for a stable restart's back-off.
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A site is named as a cause only when its growth net of the baseline is worth at least this
+/// many heap-profile samples: fewer can be a buffer that one side happened to have sampled.
+pub const SITE_EVIDENCE_SAMPLES: f64 = 8.0;
 /// Allocation sites kept in a diagnosis (largest growth first).
 pub const DIAGNOSIS_SITES_MAX: usize = 5;
 /// Longest a manual rollback request waits for the rollback to complete.
@@ -1006,10 +1009,13 @@ impl Controller {
 /// The canary's growing allocation sites net of the baseline's growth at the same function
 /// (both diffs cover the same time and equal traffic): what the new build keeps that the old
 /// one does not. Largest net growth first, at most `max`; each site keeps the canary's stack
-/// and gains `canary_growth_bytes` and `baseline_growth_bytes`. Without a baseline diff the
-/// canary's sites are returned as they are.
+/// and gains `canary_growth_bytes`, `baseline_growth_bytes`, `evidence_samples` (net growth
+/// in sampling intervals, when the report says its interval) and `confident` (at least
+/// [`SITE_EVIDENCE_SAMPLES`] of them). Without a baseline diff the canary's sites are
+/// returned as they are.
 pub fn canary_sites(canary: &Value, baseline: Option<&Value>, max: usize) -> Vec<Value> {
     let window = canary.get("window_s").and_then(Value::as_f64).unwrap_or(0.0);
+    let interval = canary.get("sample_interval_bytes").and_then(Value::as_f64).filter(|i| *i > 0.0);
     let growth_of = |report: Option<&Value>, function: &str| -> f64 {
         report
             .and_then(|r| r.get("sites"))
@@ -1034,6 +1040,9 @@ pub fn canary_sites(canary: &Value, baseline: Option<&Value>, max: usize) -> Vec
         s["canary_growth_bytes"] = json!(grew);
         s["baseline_growth_bytes"] = json!(base);
         s["bytes_per_second"] = json!(if window > 0.0 { net / window } else { 0.0 });
+        let evidence = interval.map(|i| net / i);
+        s["evidence_samples"] = json!(evidence);
+        s["confident"] = json!(evidence.is_none_or(|e| e >= SITE_EVIDENCE_SAMPLES));
         out.push(s);
     }
     out.sort_by(|a, b| {
@@ -1155,6 +1164,13 @@ mod tests {
         assert_eq!(s[0]["bytes_per_second"], 40_000.0);
         assert_eq!(s[1]["baseline_growth_bytes"], 58_000.0);
         assert!((s[0]["share"].as_f64().unwrap() - 400.0 / 402.0).abs() < 1e-9);
+        assert_eq!(s[0]["confident"], true, "no interval given: nothing to weigh");
+        // With 16 KiB samples, 8 samples' worth (128 KiB) names a site; less is weak.
+        let site = |f: &str, g: f64| json!({"function": f, "growth_bytes": g});
+        let c = json!({"window_s": 5.0, "sample_interval_bytes": 16384, "sites": [site("a", 131_072.0), site("b", 131_071.0)]});
+        let s = canary_sites(&c, Some(&json!({"sites": []})), 5);
+        assert_eq!((s[0]["confident"].clone(), s[1]["confident"].clone()), (json!(true), json!(false)));
+        assert_eq!(s[0]["evidence_samples"], 8.0);
         // No baseline diff: the canary's own sites; at most `max`.
         assert_eq!(canary_sites(&canary, None, 1).len(), 1);
         assert!(canary_sites(&json!({}), None, 5).is_empty());

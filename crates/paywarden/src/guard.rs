@@ -195,7 +195,10 @@ impl AdminHooks for Hooks {
         config.skip_prefixes.extend(["paywarden::guard::".into(), "paywarden_api::heap_diff".into()]);
         let report = p.growing_sites(before, after, config).await.map_err(|e| e.to_string())?;
         drop(reference);
-        serde_json::to_value(report).map_err(|e| e.to_string())
+        let mut v = serde_json::to_value(report).map_err(|e| e.to_string())?;
+        // What one sample stands for: a reader weighs a site's growth in samples.
+        v["sample_interval_bytes"] = serde_json::json!(1u64 << lg_sample.min(40));
+        Ok(v)
     }
 
     async fn heap_profile(&self) -> Result<Vec<u8>, String> {

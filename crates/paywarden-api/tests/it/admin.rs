@@ -9,7 +9,13 @@ use paywarden_api::{AdminHooks, ApiConfig};
 use crate::support::*;
 
 const REPORT: &str = "/admin/memory/leak-report";
-const ENDPOINTS: [&str; 3] = [REPORT, "/admin/alerts", "/debug/pprof/heap"];
+const ENDPOINTS: [(&str, &str); 5] = [
+    ("GET", REPORT),
+    ("GET", "/admin/alerts"),
+    ("GET", "/debug/pprof/heap"),
+    ("POST", "/admin/memory/profile/reference"),
+    ("GET", "/admin/memory/profile/diff"),
+];
 
 struct Fake {
     profile: Result<Vec<u8>, String>,
@@ -32,8 +38,8 @@ impl AdminHooks for Fake {
 async fn admin_endpoints_are_off_without_a_token() {
     let h = Harness::new().await;
     h.app.set_admin_hooks(Arc::new(Fake { profile: Ok(vec![1]) }));
-    for path in ENDPOINTS {
-        let r = h.call("GET", path, &[("authorization", "Bearer anything")], "").await;
+    for (method, path) in ENDPOINTS {
+        let r = h.call(method, path, &[("authorization", "Bearer anything")], "").await;
         assert_eq!(r.status, 404, "{path}");
         assert!(r.err()["message"].as_str().unwrap().contains("--admin-token"), "{path}");
     }
@@ -45,12 +51,12 @@ async fn admin_endpoints_take_the_admin_token_and_nothing_else() {
     let h = Harness::with(Duration::ZERO, cfg).await;
     let merchant_key = format!("Bearer {}", h.key);
     let ok = [("authorization", "Bearer adm_secret_token")];
-    for path in ENDPOINTS {
+    for (method, path) in ENDPOINTS {
         for auth in [NO_AUTH, merchant_key.as_str(), "Bearer adm_secret_toke", "Bearer adm_secret_token2", "Basic YWRtX3NlY3JldF90b2tlbjo="] {
-            let r = h.call("GET", path, &[("authorization", auth)], "").await;
+            let r = h.call(method, path, &[("authorization", auth)], "").await;
             assert_eq!(r.status, 401, "{path} {auth}: {}", r.text());
         }
-        let r = h.call("GET", path, &ok, "").await;
+        let r = h.call(method, path, &ok, "").await;
         assert_eq!(r.status, 404, "{path}: no memory guard installed yet");
     }
     h.app.set_admin_hooks(Arc::new(Fake { profile: Err("jemalloc profiling is not active".into()) }));
@@ -63,6 +69,13 @@ async fn admin_endpoints_take_the_admin_token_and_nothing_else() {
     let r = h.call("GET", "/debug/pprof/heap", &ok, "").await;
     assert_eq!(r.status, 409, "profiling off is the operator's setting, not a server error");
     assert!(r.err()["message"].as_str().unwrap().contains("not active"));
+    // Hooks that cannot profile answer the diff endpoints 409 too, saying why.
+    let r = h.call("POST", "/admin/memory/profile/reference", &ok, "").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.err()["code"], "heap_profiling_off");
+    let r = h.call("GET", "/admin/memory/profile/diff", &ok, "").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.err()["message"].as_str().unwrap().contains("cannot take heap profiles"));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use paywarden_review::Review;
 use paywarden_review::html::{CHART_POINTS_MAX, markdown_to_html, render};
 use paywarden_review::model::instance_stats;
 
-const ID: &str = "dep_1795522428868oevwlqc99c";
+const ID: &str = "dep_17955233586369dycksm93a";
 
 fn fixture() -> Review {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aug12");

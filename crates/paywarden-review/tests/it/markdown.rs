@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use paywarden_review::scorecard::{score, scenario, LoadFigures};
 use paywarden_review::{Review, ReviewError};
 
-const AUG12: &str = "dep_1795522428868oevwlqc99c";
-const GOOD: &str = "dep_1795522446214x4xhgb15g9";
+const AUG12: &str = "dep_17955233586369dycksm93a";
+const GOOD: &str = "dep_17955233789820j2ijreycz";
 
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
