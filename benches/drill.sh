@@ -15,6 +15,7 @@ SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(aug12 slow-leak error-spike latency good)
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p paywarden
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 echo "plan $PLAN, reports in $OUT"
 printf '%-12s %-12s %8s %8s %8s %8s %9s %7s %6s  %s\n' scenario outcome detect_s cause_s mitigate_s wall_s exposed_% failed passed root_cause
 for s in "${SCENARIOS[@]}"; do

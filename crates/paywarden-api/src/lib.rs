@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod wire;
+pub mod webhooks;
 
 pub use error::{ApiError, ErrorType};
 use params::{Params, DESCRIPTION_CHARS_MAX};
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     pub memory_metrics: bool,
     /// Bearer token for `/admin/*`; with none, the admin endpoints are off (404).
     pub admin_token: Option<String>,
+    /// The key webhook endpoints' signing secrets are derived from (`serve` keeps one per data
+    /// dir; the default is random, for tests).
+    pub webhook_key: [u8; 32],
 }
 
 impl Default for ApiConfig {
@@ -93,6 +97,7 @@ impl Default for ApiConfig {
             faults: Vec::new(),
             memory_metrics: false,
             admin_token: None,
+            webhook_key: rand::random(),
         }
     }
 }
@@ -215,12 +220,17 @@ enum PostOp {
     CaptureIntent(String),
     CancelIntent(String),
     CreateRefund,
+    CreateWebhookEndpoint,
+    UpdateWebhookEndpoint(String),
 }
 
 impl PostOp {
     /// A request on a PaymentIntent: what `--fault errors` and `--fault latency` act on.
     fn is_payment(&self) -> bool {
-        !matches!(self, PostOp::CreatePaymentMethod | PostOp::CreateRefund)
+        matches!(
+            self,
+            PostOp::CreateIntent | PostOp::UpdateIntent(_) | PostOp::ConfirmIntent(_) | PostOp::CaptureIntent(_) | PostOp::CancelIntent(_)
+        )
     }
 }
 
@@ -232,6 +242,11 @@ enum GetOp {
     Charge(String),
     Refund(String),
     Refunds,
+    Event(String),
+    Events,
+    WebhookEndpoint(String),
+    WebhookEndpoints,
+    EndpointDeliveries(String),
 }
 
 struct InFlight<'a> {
@@ -426,6 +441,16 @@ impl App {
         let mut attempt = 0;
         loop {
             let mut out = self.exec(&merchant, &op, params.clone(), now).await?;
+            // The events this change makes, in its own transaction (the outbox).
+            let source = match op {
+                PostOp::ConfirmIntent(_) | PostOp::CaptureIntent(_) | PostOp::CancelIntent(_) => webhooks::EventSource::IntentChange,
+                PostOp::CreateRefund => webhooks::EventSource::Refund,
+                _ => webhooks::EventSource::Other,
+            };
+            let events = webhooks::events_of(source, &out.batch);
+            for e in webhooks::records(&merchant.id, now, idem_key.as_deref(), events) {
+                out.batch.push(Write::Event(e));
+            }
             if let Some(key) = &idem_key {
                 out.batch.push(Write::Idempotency {
                     record: IdempotencyRecord {
@@ -433,7 +458,8 @@ impl App {
                         key: key.clone(),
                         request_hash: fingerprint,
                         status: out.status.as_u16(),
-                        body: out.body.clone(),
+                        // A new endpoint's secret is never stored: a replay derives it again.
+                        body: if matches!(op, PostOp::CreateWebhookEndpoint) { webhooks::without_secret(&out.body) } else { out.body.clone() },
                         created: now,
                     },
                     replaces_before: now - self.cfg.idempotency_ttl_s,
@@ -518,7 +544,8 @@ impl App {
             ));
         }
         let status = StatusCode::from_u16(rec.status).map_err(ApiError::internal)?;
-        Ok(Some(respond(status, rec.body, true)))
+        let body = webhooks::with_secret(rec.body, &self.cfg.webhook_key);
+        Ok(Some(respond(status, body, true)))
     }
 
     async fn exec(&self, m: &Merchant, op: &PostOp, p: Params, now: i64) -> Result<Outcome, ApiError> {
@@ -530,6 +557,8 @@ impl App {
             PostOp::CaptureIntent(id) => self.capture_intent(m, id, p, now).await,
             PostOp::CancelIntent(id) => self.cancel_intent(m, id, p, now).await,
             PostOp::CreateRefund => self.create_refund(m, p, now).await,
+            PostOp::CreateWebhookEndpoint => self.create_endpoint(m, p, now).await,
+            PostOp::UpdateWebhookEndpoint(id) => self.update_endpoint(m, id, p).await,
         }
     }
 
@@ -791,6 +820,97 @@ impl App {
         Ok(Outcome::ok(&object, batch))
     }
 
+    async fn create_endpoint(&self, m: &Merchant, mut p: Params, now: i64) -> Result<Outcome, ApiError> {
+        let url = p.required_str("url")?;
+        let enabled = p.list("enabled_events")?.ok_or_else(|| ApiError::missing("enabled_events"))?;
+        let description = description(&mut p)?;
+        p.finish()?;
+        webhooks::check_url(&url).map_err(|why| ApiError::invalid("url_invalid", "url", format!("Invalid url: {why}.")))?;
+        let enabled_events = webhooks::check_events(&enabled).map_err(|why| ApiError::invalid("parameter_invalid", "enabled_events", why))?;
+        let existing = self.store.list_webhook_endpoints(&m.id, &Page { limit: 100, starting_after: None, ending_before: None }).await.map_err(ApiError::internal)?;
+        if existing.data.len() >= webhooks::ENDPOINTS_PER_MERCHANT_MAX {
+            return Err(ApiError::invalid(
+                "webhook_endpoints_limit",
+                "url",
+                format!("An account has at most {} webhook endpoints; delete one first.", webhooks::ENDPOINTS_PER_MERCHANT_MAX),
+            ));
+        }
+        let ep = paywarden_store::WebhookEndpointRecord {
+            id: new_id("we"),
+            merchant: m.id.clone(),
+            url,
+            enabled_events,
+            description,
+            status: paywarden_store::EndpointStatus::Enabled,
+            disabled_reason: None,
+            failing_since_ms: None,
+            created: now,
+        };
+        let secret = webhooks::endpoint_secret(&self.cfg.webhook_key, &ep.id);
+        let object = webhooks::endpoint_object(&ep, Some(secret));
+        let mut batch = WriteBatch::new();
+        batch.push(Write::WebhookEndpoint(ep));
+        Ok(Outcome::ok(&object, batch))
+    }
+
+    async fn update_endpoint(&self, m: &Merchant, id: &str, mut p: Params) -> Result<Outcome, ApiError> {
+        let url = p.str("url")?;
+        let enabled = p.list("enabled_events")?;
+        let description = p.str("description")?;
+        check_description(description.as_deref())?;
+        let disabled = p.bool("disabled")?;
+        p.finish()?;
+        let mut ep = self.store.webhook_endpoint(&m.id, id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("webhook_endpoint", id, None))?;
+        if let Some(url) = url {
+            webhooks::check_url(&url).map_err(|why| ApiError::invalid("url_invalid", "url", format!("Invalid url: {why}.")))?;
+            ep.url = url;
+        }
+        if let Some(events) = enabled {
+            ep.enabled_events = webhooks::check_events(&events).map_err(|why| ApiError::invalid("parameter_invalid", "enabled_events", why))?;
+        }
+        if description.is_some() {
+            ep.description = description.filter(|d| !d.is_empty());
+        }
+        match disabled {
+            Some(true) => {
+                ep.status = paywarden_store::EndpointStatus::Disabled;
+                ep.disabled_reason = Some("disabled through the API".into());
+            }
+            Some(false) => {
+                ep.status = paywarden_store::EndpointStatus::Enabled;
+                ep.disabled_reason = None;
+                ep.failing_since_ms = None;
+            }
+            None => {}
+        }
+        let object = webhooks::endpoint_object(&ep, None);
+        let mut batch = WriteBatch::new();
+        batch.push(Write::WebhookEndpoint(ep));
+        Ok(Outcome::ok(&object, batch))
+    }
+
+    async fn delete_endpoint(self: Arc<Self>, id: String, req: Request) -> Response {
+        let run = async {
+            let (parts, _) = req.into_parts();
+            let m = self.authenticate(&parts.headers).await?;
+            self.store.webhook_endpoint(&m.id, &id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("webhook_endpoint", &id, None))?;
+            let mut batch = WriteBatch::new();
+            batch.push(Write::DeleteWebhookEndpoint { merchant: m.id.clone(), id: id.clone() });
+            match self.store.write(batch).await {
+                Ok(()) => Ok(respond(StatusCode::OK, json(&serde_json::json!({"id": id, "object": "webhook_endpoint", "deleted": true})), false)),
+                Err(WriteError::QueueFull { limit }) => Err(ApiError::unavailable(
+                    "writer_queue_full",
+                    format!("paywarden is at its write capacity ({limit} batches queued); retry after a second."),
+                )),
+                Err(e) => Err(ApiError::internal(e)),
+            }
+        };
+        match run.await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
     async fn get(self: Arc<Self>, op: GetOp, req: Request) -> Response {
         match self.get_inner(op, req).await {
             Ok(r) => r,
@@ -835,6 +955,43 @@ impl App {
                 q.finish()?;
                 let r = self.store.list_payment_methods(&m.id, &page).await.map_err(list_error(&page))?;
                 json(&wire::ListObject { object: "list", data: r.data.iter().map(wire::payment_method).collect(), has_more: r.has_more, url: path })
+            }
+            GetOp::Event(id) => {
+                q.finish()?;
+                let e = self.store.event(&m.id, &id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("event", &id, None))?;
+                let pending = self.store.deliveries(&m.id, Some(&id), None, 100).await.map_err(ApiError::internal)?;
+                let mut v: serde_json::Value = serde_json::from_str(&e.json).map_err(ApiError::internal)?;
+                v["pending_webhooks"] = serde_json::json!(pending.iter().filter(|d| d.state == paywarden_store::DeliveryState::Pending).count());
+                v["delivery_attempts"] = serde_json::json!(pending.iter().map(webhooks::delivery_object).collect::<Vec<_>>());
+                json(&v)
+            }
+            GetOp::Events => {
+                let kind = q.one_of("type", webhooks::EVENT_TYPES)?;
+                let page = page(&mut q, "evt_")?;
+                q.finish()?;
+                let r = self.store.list_events(&m.id, kind.as_deref(), &page).await.map_err(list_error(&page))?;
+                let data: Vec<serde_json::Value> = r.data.iter().filter_map(|e| serde_json::from_str(&e.json).ok()).collect();
+                json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path}))
+            }
+            GetOp::WebhookEndpoint(id) => {
+                q.finish()?;
+                let ep = self.store.webhook_endpoint(&m.id, &id).await.map_err(ApiError::internal)?;
+                json(&webhooks::endpoint_object(&ep.ok_or_else(|| ApiError::no_such("webhook_endpoint", &id, None))?, None))
+            }
+            GetOp::WebhookEndpoints => {
+                let page = page(&mut q, "we_")?;
+                q.finish()?;
+                let r = self.store.list_webhook_endpoints(&m.id, &page).await.map_err(list_error(&page))?;
+                let data: Vec<serde_json::Value> = r.data.iter().map(|e| webhooks::endpoint_object(e, None)).collect();
+                json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path}))
+            }
+            GetOp::EndpointDeliveries(id) => {
+                let limit = q.integer("limit", 1, 100)?.unwrap_or(10) as u32;
+                q.finish()?;
+                self.store.webhook_endpoint(&m.id, &id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("webhook_endpoint", &id, None))?;
+                let d = self.store.deliveries(&m.id, None, Some(&id), limit).await.map_err(ApiError::internal)?;
+                let data: Vec<serde_json::Value> = d.iter().map(webhooks::delivery_object).collect();
+                json(&serde_json::json!({"object": "list", "data": data, "has_more": false, "url": path}))
             }
             GetOp::Refunds => {
                 let pi = q.id("payment_intent", "pi_")?;
@@ -1217,6 +1374,25 @@ pub fn router(app: Arc<App>) -> Router {
                 .get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::Refunds, req).await }),
         )
         .route("/v1/refunds/{id}", get(get_by_id!(GetOp::Refund)))
+        .route("/v1/events", get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::Events, req).await }))
+        .route("/v1/events/{id}", get(get_by_id!(GetOp::Event)))
+        .route(
+            "/v1/webhook_endpoints",
+            post_route!(PostOp::CreateWebhookEndpoint)
+                .get(|State(app): State<Arc<App>>, req: Request| async move { app.get(GetOp::WebhookEndpoints, req).await }),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            post_route!(PostOp::UpdateWebhookEndpoint, id).get(get_by_id!(GetOp::WebhookEndpoint)).delete(
+                |State(app): State<Arc<App>>, id: Result<Path<String>, PathRejection>, req: Request| async move {
+                    match id {
+                        Ok(Path(id)) => app.delete_endpoint(id, req).await,
+                        Err(e) => bad_path_id(e),
+                    }
+                },
+            ),
+        )
+        .route("/v1/webhook_endpoints/{id}/deliveries", get(get_by_id!(GetOp::EndpointDeliveries)))
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)
         .layer(axum::middleware::map_response(request_id))

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub component_length: Family<ComponentLabels, Gauge>,
     pub component_limit: Family<ComponentLabels, Gauge>,
     pub faults: Family<FaultLabels, Gauge<f64, AtomicU64>>,
+    pub webhook_attempts: Family<OutcomeLabels, Counter>,
+    /// Deliveries queued on disk (the outbox's backlog), set by the delivery loop.
+    pub webhook_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +87,8 @@ impl Metrics {
             component_length: Family::default(),
             component_limit: Family::default(),
             faults: Family::default(),
+            webhook_attempts: Family::default(),
+            webhook_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests answered, by route template and status", m.http_requests.clone());
@@ -109,6 +114,12 @@ impl Metrics {
             );
             registry.register("paywarden_memory_limit_bytes", "The memory limit leak forecasts are judged against (--memory-limit)", m.memory_limit.clone());
         }
+        registry.register(
+            "paywarden_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, retry, gave_up (past the retry horizon)",
+            m.webhook_attempts.clone(),
+        );
+        registry.register("paywarden_webhook_pending", "Webhook deliveries queued on disk, not yet delivered", m.webhook_pending.clone());
         registry.register("paywarden_component_length", "Items held by a bounded structure", m.component_length.clone());
         registry.register("paywarden_component_limit", "The limit of that bounded structure", m.component_limit.clone());
         registry.register("paywarden_fault_injected", "Faults injected with serve --fault (value: bytes per payment, error rate, or seconds of latency)", m.faults.clone());
@@ -127,6 +138,11 @@ impl Metrics {
             _ => "error",
         };
         self.payments.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a webhook delivery attempt.
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub fn component(&self, component: &'static str, length: usize, limit: usize) {

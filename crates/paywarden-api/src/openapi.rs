@@ -112,7 +112,138 @@ pub struct CreateRefundParams {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct CreateWebhookEndpointParams {
+    /// Where events are POSTed: https:// (or http://), at most 2048 characters.
+    pub url: String,
+    /// Event types, or `*` for all (see `EventObject.type`).
+    pub enabled_events: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateWebhookEndpointParams {
+    pub url: Option<String>,
+    pub enabled_events: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// true stops deliveries; false re-enables an endpoint (also one paywarden disabled).
+    pub disabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEndpointObject {
+    /// `we_...`
+    pub id: String,
+    /// Always `webhook_endpoint`.
+    pub object: String,
+    pub api_version: String,
+    pub created: i64,
+    pub description: Option<String>,
+    pub enabled_events: Vec<String>,
+    pub livemode: bool,
+    pub metadata: BTreeMap<String, String>,
+    /// The `whsec_` signing secret: only in the response that created the endpoint.
+    pub secret: Option<String>,
+    /// enabled or disabled.
+    pub status: String,
+    /// Why paywarden (or the API) disabled it.
+    pub disabled_reason: Option<String>,
+    pub url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventData {
+    /// The object as it was after the change (a payment_intent, charge or refund).
+    #[schema(value_type = Object)]
+    pub object: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventRequest {
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventObject {
+    /// `evt_...`
+    pub id: String,
+    /// Always `event`.
+    pub object: String,
+    pub api_version: String,
+    pub created: i64,
+    pub data: EventData,
+    pub livemode: bool,
+    pub request: EventRequest,
+    /// payment_intent.created, .succeeded, .payment_failed, .canceled,
+    /// .amount_capturable_updated, charge.refunded or refund.created.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Retrieve only: deliveries not yet made.
+    pub pending_webhooks: Option<u64>,
+    /// Retrieve only: each endpoint's delivery of this event.
+    pub delivery_attempts: Option<Vec<WebhookDeliveryObject>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDeliveryObject {
+    /// Always `webhook_delivery`.
+    pub object: String,
+    /// `evt_...`
+    pub event: String,
+    /// `we_...`
+    pub webhook_endpoint: String,
+    /// pending, delivered or failed (given up at the retry horizon).
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    /// The endpoint's HTTP status on the last attempt.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeletedObject {
+    pub id: String,
+    pub object: String,
+    pub deleted: bool,
+}
+
 const FORM: &str = "application/x-www-form-urlencoded";
+
+#[utoipa::path(post, path = "/v1/webhook_endpoints", request_body(content = CreateWebhookEndpointParams, content_type = FORM),
+    responses((status = 200, description = "The endpoint, with its secret (shown this once)", body = WebhookEndpointObject), (status = 400, body = ErrorEnvelope)))]
+pub fn create_webhook_endpoint() {}
+
+#[utoipa::path(get, path = "/v1/webhook_endpoints", params(ListQuery),
+    responses((status = 200, body = ListObject<WebhookEndpointObject>), (status = 400, body = ErrorEnvelope)))]
+pub fn list_webhook_endpoints() {}
+
+#[utoipa::path(get, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = WebhookEndpointObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_webhook_endpoint() {}
+
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path)), request_body(content = UpdateWebhookEndpointParams, content_type = FORM),
+    responses((status = 200, body = WebhookEndpointObject), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub fn update_webhook_endpoint() {}
+
+#[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = DeletedObject), (status = 404, body = ErrorEnvelope)))]
+pub fn delete_webhook_endpoint() {}
+
+#[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/deliveries", params(("id" = String, Path), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
+    responses((status = 200, description = "The endpoint's deliveries, newest first", body = ListObject<WebhookDeliveryObject>), (status = 404, body = ErrorEnvelope)))]
+pub fn list_webhook_deliveries() {}
+
+#[utoipa::path(get, path = "/v1/events", params(ListQuery, ("type" = Option<String>, Query, description = "Only events of this type")),
+    responses((status = 200, body = ListObject<EventObject>), (status = 400, body = ErrorEnvelope)))]
+pub fn list_events() {}
+
+#[utoipa::path(get, path = "/v1/events/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = EventObject), (status = 404, body = ErrorEnvelope)))]
+pub fn retrieve_event() {}
 
 #[utoipa::path(post, path = "/v1/payment_methods", request_body(content = CreatePaymentMethodParams, content_type = FORM),
     responses((status = 200, body = PaymentMethodObject), (status = 400, body = ErrorEnvelope), (status = 402, description = "Card refused", body = ErrorEnvelope)))]
@@ -237,9 +368,12 @@ pub struct ListQuery {
         create_payment_method, retrieve_payment_method, list_payment_methods,
         create_payment_intent, retrieve_payment_intent, update_payment_intent, confirm_payment_intent,
         capture_payment_intent, cancel_payment_intent, list_payment_intents,
-        retrieve_charge, create_refund, retrieve_refund, list_refunds, openapi_document, healthz, readyz, metrics, leak_report, mark_heap, heap_diff, alerts, pprof_heap
+        retrieve_charge, create_refund, retrieve_refund, list_refunds,
+        create_webhook_endpoint, list_webhook_endpoints, retrieve_webhook_endpoint, update_webhook_endpoint, delete_webhook_endpoint,
+        list_webhook_deliveries, list_events, retrieve_event, openapi_document, healthz, readyz, metrics, leak_report, mark_heap, heap_diff, alerts, pprof_heap
     ),
-    components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef))
+    components(schemas(ErrorEnvelope, ErrorObject, PaymentIntentObject, PaymentMethodObject, ChargeObject, RefundObject, LastPaymentError, PaymentMethodRef,
+        WebhookEndpointObject, EventObject, EventData, EventRequest, WebhookDeliveryObject, DeletedObject))
 )]
 pub struct ApiDoc;
 

@@ -46,9 +46,12 @@ impl From<sqlx::Error> for Fallback {
     }
 }
 
-/// Groups with merchants or keys are rare (`keys create`) and take the slow path.
+/// Groups with merchants, keys or webhook endpoint changes are rare (`keys create`, the
+/// endpoints API) and take the slow path.
 pub(crate) fn eligible(batches: &[WriteBatch]) -> bool {
-    batches.iter().flat_map(|b| &b.ops).all(|op| !matches!(op, Write::Merchant(_) | Write::ApiKey(_)))
+    batches.iter().flat_map(|b| &b.ops).all(|op| {
+        !matches!(op, Write::Merchant(_) | Write::ApiKey(_) | Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. })
+    })
 }
 
 /// One value bound to a statement.
@@ -56,6 +59,7 @@ enum Arg {
     Text(String),
     Int(i64),
     Blob(Vec<u8>),
+    Null,
 }
 
 impl From<&str> for Arg {
@@ -93,6 +97,10 @@ struct Rows {
     ledger: Vec<Vec<Arg>>,
     idempotency: HashMap<(String, String), Vec<Arg>>,
     idempotency_order: Vec<(String, String)>,
+    events: Vec<Vec<Arg>>,
+    /// The fan-out's rows, one per event.
+    fan_out: Vec<Value>,
+    deliveries: Vec<Vec<Arg>>,
 }
 
 /// Stored state the checks need: intent (merchant, version), idempotency key creation time.
@@ -220,8 +228,28 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     let mut refunds = Vec::new();
     let mut ledger = Vec::new();
     let mut keys = Vec::new();
+    let mut events = Vec::new();
+    let mut fan_out = Vec::new();
+    let mut deliveries = Vec::new();
     for op in &batch.ops {
         match op {
+            Write::Event(e) => {
+                events.push(vec![e.id.as_str().into(), e.merchant.as_str().into(), e.kind.as_str().into(), e.created.into(), e.json.as_str().into()]);
+                fan_out.push(crate::sqlite::fan_out_row(e));
+            }
+            Write::Delivery(d) => deliveries.push(vec![
+                d.endpoint.as_str().into(),
+                d.event.as_str().into(),
+                d.merchant.as_str().into(),
+                d.state.as_str().into(),
+                i64::from(d.attempts).into(),
+                d.next_attempt_ms.into(),
+                d.last_attempt_ms.map_or(Arg::Null, Arg::Int),
+                d.last_status.map_or(Arg::Null, |s| Arg::Int(i64::from(s))),
+                d.last_error.clone().map_or(Arg::Null, Arg::Text),
+            ]),
+            // Not eligible for this path (see `eligible`).
+            Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } => {}
             Write::PaymentMethod(pm) => {
                 pms.push(vec![pm.id.as_str().into(), pm.merchant.as_str().into(), pm.created.into(), encode(pm)?.into()])
             }
@@ -287,6 +315,9 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
         }
     }
     rows.payment_methods.extend(pms);
+    rows.events.extend(events);
+    rows.fan_out.extend(fan_out);
+    rows.deliveries.extend(deliveries);
     rows.refunds.extend(refunds);
     rows.ledger.extend(ledger);
     for (k, v) in keys {
@@ -316,6 +347,7 @@ async fn run(conn: &mut SqliteConnection, head: &str, tail: &str, cols: usize, r
                 Arg::Text(s) => q.bind(s),
                 Arg::Int(v) => q.bind(v),
                 Arg::Blob(b) => q.bind(b),
+                Arg::Null => q.bind(None::<i64>),
             };
         }
         if q.execute(&mut *conn).await?.rows_affected() != n {
@@ -394,6 +426,21 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
         6,
         keys,
         "idempotency_keys",
+    )
+    .await?;
+    run(conn, "INSERT INTO events (id, merchant_id, type, created, data) VALUES ", "", 5, rows.events, "events").await?;
+    if !rows.fan_out.is_empty() {
+        sqlx::query(crate::sqlite::FAN_OUT_SQL).bind(Value::Array(rows.fan_out).to_string()).execute(&mut *conn).await?;
+    }
+    // A delivery whose endpoint was deleted meanwhile changes no row: the check sends the
+    // group to the slow path, where that is no error.
+    run(
+        conn,
+        "UPDATE webhook_deliveries SET state = v.column4, attempts = v.column5, next_attempt_at = v.column6,            last_attempt_at = v.column7, last_status = v.column8, last_error = v.column9 FROM (VALUES ",
+        ") AS v WHERE webhook_deliveries.endpoint_id = v.column1 AND webhook_deliveries.event_id = v.column2            AND webhook_deliveries.merchant_id = v.column3",
+        9,
+        rows.deliveries,
+        "webhook_deliveries update",
     )
     .await?;
     Ok(())

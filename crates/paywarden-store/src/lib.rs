@@ -46,6 +46,119 @@ pub struct IdempotencyRecord {
     pub created: Timestamp,
 }
 
+/// An event (Stripe's `event` object). Written in the same batch as the change it describes;
+/// its deliveries (one per enabled endpoint of the merchant that wants its type) are queued
+/// in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// `evt_...`
+    pub id: String,
+    pub merchant: String,
+    /// e.g. `payment_intent.succeeded`.
+    pub kind: String,
+    pub created: Timestamp,
+    /// The event's JSON, exactly as delivered and listed.
+    pub json: String,
+}
+
+/// Whether an endpoint receives deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointStatus {
+    Enabled,
+    Disabled,
+}
+
+impl EndpointStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointStatus::Enabled => "enabled",
+            EndpointStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// A webhook endpoint. Its signing secret is not stored: it is derived from the data dir's
+/// webhook key and the endpoint's id when needed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookEndpointRecord {
+    /// `we_...`
+    pub id: String,
+    pub merchant: String,
+    pub url: String,
+    /// Event types, or `*` for all.
+    pub enabled_events: Vec<String>,
+    pub description: Option<String>,
+    pub status: EndpointStatus,
+    /// Why it was disabled (paywarden disables an endpoint that keeps failing).
+    pub disabled_reason: Option<String>,
+    /// Unix ms of the first failed attempt since its last success; None when healthy.
+    pub failing_since_ms: Option<i64>,
+    pub created: Timestamp,
+}
+
+impl WebhookEndpointRecord {
+    /// `,*,` or `,a,b,`: what the fan-out matches an event's type against.
+    pub fn events_filter(&self) -> String {
+        format!(",{},", self.enabled_events.join(","))
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Given up at the retry horizon.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "failed" => Some(DeliveryState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One event's delivery to one endpoint. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    pub endpoint: String,
+    pub event: String,
+    pub merchant: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub created_ms: i64,
+    pub last_attempt_ms: Option<i64>,
+    /// The receiver's HTTP status on the last attempt, if it answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed (timeout, connection refused, non-2xx).
+    pub last_error: Option<String>,
+}
+
+/// A delivery that is due, with what the sender needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub delivery: Delivery,
+    pub url: String,
+    /// The event's JSON: the request body.
+    pub body: String,
+}
+
 /// One change; a [`WriteBatch`] of them is applied atomically.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -65,6 +178,14 @@ pub enum Write {
     /// `replaces_before` (an older one has expired and is replaced). A live one is a
     /// [`WriteError::Conflict`].
     Idempotency { record: IdempotencyRecord, replaces_before: Timestamp },
+    /// A new event, and its deliveries to the matching enabled endpoints.
+    Event(EventRecord),
+    /// Inserts or replaces an endpoint (never another merchant's).
+    WebhookEndpoint(WebhookEndpointRecord),
+    /// Deletes an endpoint and the deliveries still pending to it.
+    DeleteWebhookEndpoint { merchant: String, id: String },
+    /// The outcome of a delivery attempt (replaces the row's state).
+    Delivery(Delivery),
 }
 
 /// Changes that commit together or not at all.
@@ -171,6 +292,19 @@ pub trait Store: Send + Sync + 'static {
         page: &Page,
     ) -> Result<PageOf<Refund>, StoreError>;
     async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// Events newest first, optionally of one type.
+    async fn list_events(&self, merchant: &str, kind: Option<&str>, page: &Page) -> Result<PageOf<EventRecord>, StoreError>;
+    async fn webhook_endpoint(&self, merchant: &str, id: &str) -> Result<Option<WebhookEndpointRecord>, StoreError>;
+    async fn list_webhook_endpoints(&self, merchant: &str, page: &Page) -> Result<PageOf<WebhookEndpointRecord>, StoreError>;
+    /// Pending deliveries to enabled endpoints whose next attempt is at or before `now_ms`,
+    /// soonest first, at most `limit`.
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<DueDelivery>, StoreError>;
+    /// A merchant's deliveries of one event, or to one endpoint (newest first), at most `limit`.
+    async fn deliveries(&self, merchant: &str, event: Option<&str>, endpoint: Option<&str>, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Deliveries still pending, all merchants (the outbox's backlog, for `/metrics`).
+    async fn pending_deliveries(&self) -> Result<u64, StoreError>;
 
     /// Queues the batch for the writer and returns once it is durable (committed with the
     /// configured fsync discipline), or refused.

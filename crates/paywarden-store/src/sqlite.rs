@@ -67,8 +67,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::{
-    ApiKeyRecord, ConflictKind, IdempotencyRecord, Merchant, Page, PageOf, Store, StoreError, StoreStats, Write,
-    WriteBatch, WriteError,
+    ApiKeyRecord, ConflictKind, Delivery, DeliveryState, DueDelivery, EventRecord, IdempotencyRecord, Merchant, Page,
+    PageOf, Store, StoreError, StoreStats, WebhookEndpointRecord, Write, WriteBatch, WriteError,
 };
 
 /// The database file's name inside the data directory.
@@ -299,9 +299,17 @@ impl SqliteStore {
         &self,
         table: Table,
         merchant: &str,
-        payment_intent: Option<&str>,
+        filter: Option<(&'static str, &str)>,
         page: &Page,
     ) -> Result<PageOf<T>, StoreError> {
+        let raw = self.list_raw(table, merchant, filter, page).await?;
+        let data = raw.data.iter().map(|d| decode(table, d)).collect::<Result<Vec<T>, _>>()?;
+        Ok(PageOf { data, has_more: raw.has_more })
+    }
+
+    /// A page of the stored `data` texts; `filter` is a (column, value) pair, the column one
+    /// of our constants.
+    async fn list_raw(&self, table: Table, merchant: &str, filter: Option<(&'static str, &str)>, page: &Page) -> Result<PageOf<String>, StoreError> {
         let limit = page.limit.clamp(1, PAGE_LIMIT_MAX) as usize;
         let mut conn = self.readers.acquire().await?;
         let after = match &page.starting_after {
@@ -314,8 +322,8 @@ impl SqliteStore {
         };
         // `table.name` is one of our constants, never input.
         let mut sql = format!("SELECT data FROM {} WHERE merchant_id = ?", table.name);
-        if payment_intent.is_some() {
-            sql.push_str(" AND payment_intent = ?");
+        if let Some((column, _)) = filter {
+            sql.push_str(&format!(" AND {column} = ?"));
         }
         if after.is_some() {
             sql.push_str(" AND seq < ?");
@@ -328,8 +336,8 @@ impl SqliteStore {
         let ascending = before.is_some();
         sql.push_str(if ascending { " ORDER BY seq ASC LIMIT ?" } else { " ORDER BY seq DESC LIMIT ?" });
         let mut q = sqlx::query_scalar::<_, String>(&sql).bind(merchant);
-        if let Some(pi) = payment_intent {
-            q = q.bind(pi);
+        if let Some((_, value)) = filter {
+            q = q.bind(value);
         }
         if let Some(seq) = after {
             q = q.bind(seq);
@@ -343,8 +351,7 @@ impl SqliteStore {
         if ascending {
             rows.reverse();
         }
-        let data = rows.iter().map(|d| decode(table, d)).collect::<Result<Vec<T>, _>>()?;
-        Ok(PageOf { data, has_more })
+        Ok(PageOf { data: rows, has_more })
     }
 }
 
@@ -359,6 +366,8 @@ const PAYMENT_METHODS: Table = Table { name: "payment_methods", object: "payment
 const PAYMENT_INTENTS: Table = Table { name: "payment_intents", object: "payment_intent" };
 const CHARGES: Table = Table { name: "charges", object: "charge" };
 const REFUNDS: Table = Table { name: "refunds", object: "refund" };
+const EVENTS: Table = Table { name: "events", object: "event" };
+const WEBHOOK_ENDPOINTS: Table = Table { name: "webhook_endpoints", object: "webhook_endpoint" };
 
 fn decode<T: DeserializeOwned>(table: Table, data: &str) -> Result<T, StoreError> {
     serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("a stored {} does not parse: {e}", table.object)))
@@ -608,7 +617,129 @@ async fn apply_op(conn: &mut SqliteConnection, op: &Write) -> Result<(), WriteEr
             Ok(())
         }
         Write::Idempotency { record, replaces_before } => upsert_idempotency(conn, record, *replaces_before).await,
+        Write::Event(e) => insert_event(conn, e).await,
+        Write::WebhookEndpoint(w) => upsert_endpoint(conn, w).await,
+        Write::DeleteWebhookEndpoint { merchant, id } => delete_endpoint(conn, merchant, id).await,
+        Write::Delivery(d) => update_delivery(conn, d).await,
     }
+}
+
+/// Queues an event's deliveries: one row per enabled endpoint of its merchant that wants its
+/// type. `?1` is a JSON array of `[event id, merchant, type, created unix ms]`, so one
+/// statement fans out a whole group's events.
+pub(crate) const FAN_OUT_SQL: &str = "INSERT INTO webhook_deliveries      (endpoint_id, event_id, merchant_id, state, attempts, next_attempt_at, created)      SELECT w.id, e.value ->> 0, w.merchant_id, 'pending', 0, e.value ->> 3, e.value ->> 3      FROM json_each(?1) AS e JOIN webhook_endpoints AS w        ON w.merchant_id = e.value ->> 1 AND w.status = 'enabled'       AND (w.events_filter = ',*,' OR instr(w.events_filter, ',' || (e.value ->> 2) || ',') > 0)";
+
+/// The fan-out's row for one event.
+pub(crate) fn fan_out_row(e: &EventRecord) -> serde_json::Value {
+    serde_json::json!([e.id, e.merchant, e.kind, e.created.saturating_mul(1000)])
+}
+
+async fn insert_event(conn: &mut SqliteConnection, e: &EventRecord) -> Result<(), WriteError> {
+    sqlx::query("INSERT INTO events (id, merchant_id, type, created, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(&e.id)
+        .bind(&e.merchant)
+        .bind(&e.kind)
+        .bind(e.created)
+        .bind(&e.json)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    sqlx::query(FAN_OUT_SQL)
+        .bind(serde_json::Value::Array(vec![fan_out_row(e)]).to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    Ok(())
+}
+
+async fn upsert_endpoint(conn: &mut SqliteConnection, w: &WebhookEndpointRecord) -> Result<(), WriteError> {
+    let r = sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, created, url, status, events_filter, data)          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)          ON CONFLICT (id) DO UPDATE SET url = excluded.url, status = excluded.status,            events_filter = excluded.events_filter, data = excluded.data          WHERE webhook_endpoints.merchant_id = excluded.merchant_id",
+    )
+    .bind(&w.id)
+    .bind(&w.merchant)
+    .bind(w.created)
+    .bind(&w.url)
+    .bind(w.status.as_str())
+    .bind(w.events_filter())
+    .bind(encode(w)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    if r.rows_affected() == 0 {
+        return Err(WriteError::Conflict(ConflictKind::Duplicate));
+    }
+    Ok(())
+}
+
+async fn delete_endpoint(conn: &mut SqliteConnection, merchant: &str, id: &str) -> Result<(), WriteError> {
+    let r = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2")
+        .bind(id)
+        .bind(merchant)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    if r.rows_affected() > 0 {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = ?1 AND merchant_id = ?2")
+            .bind(id)
+            .bind(merchant)
+            .execute(&mut *conn)
+            .await
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
+async fn update_delivery(conn: &mut SqliteConnection, d: &Delivery) -> Result<(), WriteError> {
+    // The endpoint may have been deleted meanwhile: then there is nothing to update.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_attempt_at = ?4,            last_status = ?5, last_error = ?6 WHERE endpoint_id = ?7 AND event_id = ?8 AND merchant_id = ?9",
+    )
+    .bind(d.state.as_str())
+    .bind(i64::from(d.attempts))
+    .bind(d.next_attempt_ms)
+    .bind(d.last_attempt_ms)
+    .bind(d.last_status.map(i64::from))
+    .bind(&d.last_error)
+    .bind(&d.endpoint)
+    .bind(&d.event)
+    .bind(&d.merchant)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
+    Ok(())
+}
+
+fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> Result<Delivery, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(Delivery {
+        endpoint: r.try_get("endpoint_id")?,
+        event: r.try_get("event_id")?,
+        merchant: r.try_get("merchant_id")?,
+        state: DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_ms: r.try_get("next_attempt_at")?,
+        created_ms: r.try_get("created")?,
+        last_attempt_ms: r.try_get("last_attempt_at")?,
+        last_status: r.try_get::<Option<i64>, _>("last_status")?.and_then(|s| u16::try_from(s).ok()),
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord { id: r.try_get("id")?, merchant: r.try_get("merchant_id")?, kind: r.try_get("type")?, created: r.try_get("created")?, json: r.try_get("data")? })
+}
+
+/// An event from its stored JSON (a listed page holds only that).
+fn event_from_json(merchant: &str, json: String) -> Result<EventRecord, StoreError> {
+    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("a stored event does not parse: {e}")))?;
+    Ok(EventRecord {
+        id: v["id"].as_str().unwrap_or_default().to_string(),
+        merchant: merchant.to_string(),
+        kind: v["type"].as_str().unwrap_or_default().to_string(),
+        created: v["created"].as_i64().unwrap_or_default(),
+        json,
+    })
 }
 
 async fn insert_merchant(conn: &mut SqliteConnection, m: &Merchant) -> Result<(), WriteError> {
@@ -899,7 +1030,61 @@ impl Store for SqliteStore {
         payment_intent: Option<&str>,
         page: &Page,
     ) -> Result<PageOf<Refund>, StoreError> {
-        self.list(REFUNDS, merchant, payment_intent, page).await
+        self.list(REFUNDS, merchant, payment_intent.map(|pi| ("payment_intent", pi)), page).await
+    }
+
+    async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, merchant_id, type, created, data FROM events WHERE id = ?1 AND merchant_id = ?2")
+            .bind(id)
+            .bind(merchant)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn list_events(&self, merchant: &str, kind: Option<&str>, page: &Page) -> Result<PageOf<EventRecord>, StoreError> {
+        let raw = self.list_raw(EVENTS, merchant, kind.map(|k| ("type", k)), page).await?;
+        let data = raw.data.into_iter().map(|j| event_from_json(merchant, j)).collect::<Result<Vec<_>, _>>()?;
+        Ok(PageOf { data, has_more: raw.has_more })
+    }
+
+    async fn webhook_endpoint(&self, merchant: &str, id: &str) -> Result<Option<WebhookEndpointRecord>, StoreError> {
+        self.get_object(WEBHOOK_ENDPOINTS, merchant, id).await
+    }
+
+    async fn list_webhook_endpoints(&self, merchant: &str, page: &Page) -> Result<PageOf<WebhookEndpointRecord>, StoreError> {
+        self.list(WEBHOOK_ENDPOINTS, merchant, None, page).await
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<DueDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.*, w.url AS url, e.data AS body FROM webhook_deliveries AS d              JOIN webhook_endpoints AS w ON w.id = d.endpoint_id AND w.status = 'enabled'              JOIN events AS e ON e.id = d.event_id              WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at LIMIT ?2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(DueDelivery { delivery: row_to_delivery(r)?, url: r.try_get("url")?, body: r.try_get("body")? }))
+            .collect()
+    }
+
+    async fn deliveries(&self, merchant: &str, event: Option<&str>, endpoint: Option<&str>, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE merchant_id = ?1 AND (?2 IS NULL OR event_id = ?2)                AND (?3 IS NULL OR endpoint_id = ?3) ORDER BY created DESC, event_id DESC LIMIT ?4",
+        )
+        .bind(merchant)
+        .bind(event)
+        .bind(endpoint)
+        .bind(i64::from(limit.clamp(1, PAGE_LIMIT_MAX)))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(row_to_delivery).collect()
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'").fetch_one(&self.readers).await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {

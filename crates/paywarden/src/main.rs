@@ -136,7 +136,7 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:4242")]
     listen: SocketAddr,
-    /// Directory for the SQLite database and the card-fingerprint key; created if missing.
+    /// Directory for the SQLite database, the card-fingerprint and webhook keys; created if missing.
     #[arg(long)]
     data_dir: PathBuf,
     /// Latency the sandbox acquirer adds to every call (e.g. 0ms, 20ms).
@@ -174,6 +174,19 @@ struct ServeArgs {
     /// one, those endpoints are off.
     #[arg(long, env = "PAYWARDEN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// How long a failing webhook delivery is retried (from its event) before it is given
+    /// up; an endpoint failing this long without a success is disabled. Stripe: 3 days.
+    #[arg(long, default_value = "3d", value_parser = humantime::parse_duration)]
+    webhook_retry_horizon: Duration,
+    /// The first retry's delay; doubled (with jitter) per attempt up to 1 h.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    webhook_backoff_base: Duration,
+    /// Per-attempt timeout of a webhook delivery.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    webhook_timeout: Duration,
+    /// Webhook deliveries in flight at once.
+    #[arg(long, default_value_t = 16)]
+    webhook_concurrency: usize,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +209,9 @@ enum LedgerCommand {
         data_dir: PathBuf,
     },
 }
+
+/// Most webhook deliveries in flight (`--webhook-concurrency`).
+const WEBHOOK_CONCURRENCY_MAX: usize = 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -307,23 +323,40 @@ async fn create_key(store: &SqliteStore, name: &str) -> anyhow::Result<(Merchant
 
 /// The key that makes card fingerprints: 32 random bytes, made once per data dir, mode 0600.
 fn fingerprint_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = data_dir.join("fingerprint.key");
-    match std::fs::read(&path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| anyhow::anyhow!("{} is not 32 bytes; restore it from backup", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    key_file(&data_dir.join("fingerprint.key"))
+}
+
+/// 32 random bytes in `path`, made at first use with mode 0600. Instances that start together
+/// on one data dir (under `up`) agree on one key: it is written whole to a temporary file and
+/// linked into place, which fails if another got there first, and then that one is read.
+fn key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let read = |p: &Path| -> anyhow::Result<[u8; 32]> {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        bytes.try_into().map_err(|_| anyhow::anyhow!("{} is not 32 bytes; restore it from backup", p.display()))
+    };
+    if path.exists() {
+        return read(path);
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
 }
 
@@ -346,15 +379,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         bail!("--admin-token must be at least 16 characters");
     }
+    if args.webhook_concurrency == 0 || args.webhook_concurrency > WEBHOOK_CONCURRENCY_MAX {
+        bail!("--webhook-concurrency must be 1 to {WEBHOOK_CONCURRENCY_MAX}");
+    }
+    for (name, d) in [("--webhook-backoff-base", args.webhook_backoff_base), ("--webhook-timeout", args.webhook_timeout)] {
+        if d.is_zero() || d > Duration::from_secs(3600) {
+            bail!("{name} must be above zero and at most 1h");
+        }
+    }
+    if args.webhook_retry_horizon < args.webhook_backoff_base {
+        bail!("--webhook-retry-horizon must be at least --webhook-backoff-base");
+    }
+    // Webhook signing secrets derive from this key; losing it changes every endpoint's secret.
+    let webhook_key = key_file(&args.data_dir.join("webhook.key"))?;
     let cfg = ApiConfig {
         body_bytes_max: args.body_bytes_max,
         faults: args.faults.clone(),
         memory_metrics: args.memory_guard == Switch::On,
         admin_token: args.admin_token.clone(),
+        webhook_key,
         ..ApiConfig::default()
     };
     let ttl = cfg.idempotency_ttl_s;
     let app = App::new(store.clone(), Arc::new(acquirer), cfg);
+    paywarden_api::webhooks::spawn_delivery(
+        app.clone(),
+        webhook_key,
+        paywarden_api::webhooks::WebhookConfig {
+            concurrency: args.webhook_concurrency,
+            timeout: args.webhook_timeout,
+            backoff_base: args.webhook_backoff_base,
+            retry_horizon: args.webhook_retry_horizon,
+            disable_after: args.webhook_retry_horizon,
+            ..Default::default()
+        },
+    );
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let guard = guard::GuardOptions {

@@ -12,3 +12,4 @@ mod routes;
 mod state;
 mod support;
 mod validation;
+mod webhooks;

@@ -11,6 +11,7 @@ mod receiver;
 mod rollout;
 mod sdk;
 mod server;
+mod webhooks;
 
 use server::Server;
 
