@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use paywarden_core::payment::NewIntent;
 use paywarden_core::{Amount, CaptureMethod, CardSummary, Currency, Metadata, PaymentIntent, PaymentMethod};
+use std::sync::Arc;
+
 use paywarden_store::{Merchant, Page, SqliteOptions, SqliteStore, Store, Write, WriteBatch, WriteError};
+use tokio::task::JoinHandle;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
@@ -90,3 +93,21 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Takes SQLite's write lock from a second connection, so the store's writer blocks in its
+/// `BEGIN IMMEDIATE` (for up to its busy_timeout) until [`release`] is called.
+pub async fn hold_write_lock(store: &SqliteStore) -> SqliteConnection {
+    let mut conn = raw(store.path()).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+    conn
+}
+
+pub async fn release(mut conn: SqliteConnection) {
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+}
+
+pub fn spawn_write(store: &Arc<SqliteStore>, ops: Vec<Write>) -> JoinHandle<Result<(), WriteError>> {
+    let store = store.clone();
+    tokio::spawn(async move { write(&store, ops).await })
+}
+

@@ -3,5 +3,6 @@
 mod audit;
 mod common;
 mod objects;
+mod outbox;
 mod pagination;
 mod writer;

@@ -4,28 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paywarden_store::{ConflictKind, SqliteOptions, SqliteStore, Store, Write, WriteError};
-use sqlx::SqliteConnection;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 use crate::common::*;
-
-/// Takes SQLite's write lock from a second connection, so the store's writer blocks in its
-/// `BEGIN IMMEDIATE` (for up to its busy_timeout) until [`release`] is called.
-async fn hold_write_lock(store: &SqliteStore) -> SqliteConnection {
-    let mut conn = raw(store.path()).await;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
-    conn
-}
-
-async fn release(mut conn: SqliteConnection) {
-    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-}
-
-fn spawn_write(store: &Arc<SqliteStore>, ops: Vec<Write>) -> JoinHandle<Result<(), WriteError>> {
-    let store = store.clone();
-    tokio::spawn(async move { write(&store, ops).await })
-}
 
 /// Sends one batch and waits until the writer has taken it and is stuck behind the lock.
 async fn park_writer(store: &Arc<SqliteStore>, id: &str) -> JoinHandle<Result<(), WriteError>> {
