@@ -12,8 +12,10 @@
 //! retried with exponential backoff and full jitter, from [`WebhookConfig::backoff_base`]
 //! doubling up to [`WebhookConfig::backoff_max`], until [`WebhookConfig::retry_horizon`]
 //! after the event (3 days, as Stripe), when the delivery is marked `failed`. An endpoint that
-//! has failed without a success for [`WebhookConfig::disable_after`] is disabled (its
-//! deliveries stay queued; re-enable it with `POST /v1/webhook_endpoints/{id}` `disabled=false`).
+//! has failed without a success for [`WebhookConfig::disable_after`] (checked at each attempt)
+//! is disabled: deliveries already queued for it wait, and events made while it is disabled
+//! are not queued for it, as with Stripe; re-enable it with `POST /v1/webhook_endpoints/{id}`
+//! `disabled=false`.
 //! After a crash, whatever was pending is still in the table and is sent again: at least once.
 //!
 //! **Signature** (Stripe's scheme): `Stripe-Signature: t=UNIX_SECONDS,v1=HEX` with
@@ -234,10 +236,10 @@ pub fn spawn_delivery(app: Arc<crate::App>, key: [u8; 32], cfg: WebhookConfig) -
         loop {
             tick.tick().await;
             // The backlog on disk, for /metrics, every few seconds (a count over an index).
-            if ticks % PENDING_GAUGE_EVERY_TICKS == 0 {
-                if let Ok(n) = app.store().pending_deliveries().await {
-                    app.metrics().webhook_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
-                }
+            if ticks.is_multiple_of(PENDING_GAUGE_EVERY_TICKS)
+                && let Ok(n) = app.store().pending_deliveries().await
+            {
+                app.metrics().webhook_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
             }
             ticks += 1;
             let free = slots.available_permits();
