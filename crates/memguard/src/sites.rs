@@ -61,7 +61,16 @@ pub struct SiteConfig {
     pub min_growth_bytes: f64,
     /// At most this many sites, largest growth first.
     pub sites_max: usize,
+    /// A stack with a frame (below its site) that starts with one of these is the diagnosis
+    /// machinery's own memory (the profiler, the symbolizer's parsed debug information), not
+    /// the program's: it is left out of the growth entirely. Without this, a process that
+    /// profiles itself more (a leaking one) shows its symbolizer's caches as a growing site.
+    pub exclude_prefixes: Vec<String>,
 }
+
+/// Frames that mark a stack as the diagnosis machinery's own (see
+/// [`SiteConfig::exclude_prefixes`]).
+pub const DEFAULT_EXCLUDE_PREFIXES: &[&str] = &["memguard::", "backtrace::", "gimli::", "addr2line::", "object::", "jemalloc_pprof::", "pprof_util::"];
 
 /// Frames a leak is never attributed to: jemalloc's entry points and internals (its static
 /// helpers carry no prefix), Rust's allocator shims, the standard library and hashbrown (a
@@ -133,6 +142,7 @@ impl Default for SiteConfig {
             skip_prefixes: DEFAULT_SKIP_PREFIXES.iter().map(|s| (*s).to_string()).collect(),
             min_growth_bytes: (1u64 << 20) as f64,
             sites_max: 10,
+            exclude_prefixes: DEFAULT_EXCLUDE_PREFIXES.iter().map(|s| (*s).to_string()).collect(),
         }
     }
 }
@@ -211,6 +221,11 @@ pub fn growing_sites(
             if own.is_some_and(|i| symbols.len() >= i + STACK_FRAMES_MAX) {
                 break;
             }
+        }
+        // The diagnosis machinery's own allocations are not the program's growth.
+        let inner = own.unwrap_or(symbols.len());
+        if symbols[..inner].iter().any(|f| is_skipped(f, &config.exclude_prefixes)) {
+            continue;
         }
         let (function, from) = match own {
             Some(i) => (symbols[i].clone(), i),

@@ -54,8 +54,8 @@ pub const EVENT_TYPES: &[&str] = &[
 pub const URL_CHARS_MAX: usize = 2048;
 /// Most webhook endpoints per merchant.
 pub const ENDPOINTS_PER_MERCHANT_MAX: usize = 16;
-/// The backlog gauge is refreshed once per this many polls.
-const PENDING_GAUGE_EVERY_TICKS: u64 = 25;
+/// How often the backlog gauge is refreshed.
+const PENDING_GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// Longest error text kept for a delivery attempt.
 pub const ERROR_CHARS_MAX: usize = 300;
 
@@ -232,16 +232,22 @@ pub fn spawn_delivery(app: Arc<crate::App>, key: [u8; 32], cfg: WebhookConfig) -
         let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
         let mut tick = tokio::time::interval(cfg.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
+        // A finished attempt wakes the loop at once, so a fast receiver is limited by the
+        // concurrency and its own latency, not by the poll interval.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let mut gauge_at = tokio::time::Instant::now();
         loop {
-            tick.tick().await;
-            // The backlog on disk, for /metrics, every few seconds (a count over an index).
-            if ticks.is_multiple_of(PENDING_GAUGE_EVERY_TICKS)
-                && let Ok(n) = app.store().pending_deliveries().await
-            {
-                app.metrics().webhook_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
             }
-            ticks += 1;
+            // The backlog on disk, for /metrics, every few seconds (a count over an index).
+            if gauge_at.elapsed() >= PENDING_GAUGE_EVERY {
+                gauge_at = tokio::time::Instant::now();
+                if let Ok(n) = app.store().pending_deliveries().await {
+                    app.metrics().webhook_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
             let free = slots.available_permits();
             app.metrics().component("webhook_deliveries_in_flight", inflight.len(), cfg.concurrency);
             if free == 0 {
@@ -263,11 +269,12 @@ pub fn spawn_delivery(app: Arc<crate::App>, key: [u8; 32], cfg: WebhookConfig) -
                     inflight.release(&k);
                     break;
                 };
-                let (app, client, cfg, inflight) = (app.clone(), client.clone(), cfg.clone(), inflight.clone());
+                let (app, client, cfg, inflight, wake) = (app.clone(), client.clone(), cfg.clone(), inflight.clone(), wake.clone());
                 tokio::spawn(async move {
                     attempt(&app, &client, &key, &cfg, d).await;
                     inflight.release(&k);
                     drop(permit);
+                    wake.notify_one();
                 });
             }
         }

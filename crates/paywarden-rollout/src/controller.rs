@@ -709,10 +709,19 @@ impl Controller {
         let mut series = Series::default();
         let mut last_score: Option<Score> = None;
         let mut samples = SampleWriter::open(&self.0.dir, &id);
-        // Canary's and baseline's reference heap profiles, taken together once both are warm
-        // (a few tries: an instance without heap profiling refuses).
-        let mut mark_tries = 0u8;
-        let mut marked = false;
+        // Canary's and baseline's reference heap profiles, taken together before either gets
+        // traffic: the profile an instance keeps is itself a step in its heap, and inside the
+        // judged window that step would read as growth per request. Warm-up growth after it
+        // shows in both diffs and cancels out.
+        match tokio::join!(canary.instance.mark_heap(&self.0.http), baseline.instance.mark_heap(&self.0.http)) {
+            (Ok(c), Ok(b)) => {
+                self.0.events.append("heap_reference", Some(&id), json!({"canary": {"profile": c}, "baseline": {"profile": b}}));
+            }
+            (c, b) => {
+                let e = c.err().or(b.err()).map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(error = %e, "could not take the reference heap profiles; a rollback will name no allocation site");
+            }
+        }
         // With automatic rollback off: why the deployment waits for an operator.
         let mut held: Option<String> = None;
         for (i, step) in plan.steps.iter().enumerate() {
@@ -776,23 +785,6 @@ impl Controller {
                 samples.append(&sample);
                 self.with_live(|l| l.last_sample = Some(sample));
                 series.observe(cs, bs, cstats.requests as f64, bstats.requests as f64);
-                if !marked && mark_tries < 3 && cstats.requests.min(bstats.requests) as f64 >= HEAP_WARMUP_REQUESTS {
-                    mark_tries += 1;
-                    match tokio::join!(canary.instance.mark_heap(&self.0.http), baseline.instance.mark_heap(&self.0.http)) {
-                        (Ok(c), Ok(b)) => {
-                            marked = true;
-                            self.0.events.append(
-                                "heap_reference",
-                                Some(&id),
-                                json!({"canary": {"requests": cstats.requests, "profile": c}, "baseline": {"requests": bstats.requests, "profile": b}}),
-                            );
-                        }
-                        (c, b) => {
-                            let e = c.err().or(b.err()).map(|e| e.to_string()).unwrap_or_default();
-                            tracing::warn!(error = %e, "could not take the reference heap profiles; a rollback will name no allocation site");
-                        }
-                    }
-                }
                 let cw_ = Window {
                     requests: cstats.requests,
                     errors: cstats.errors,

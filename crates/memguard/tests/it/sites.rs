@@ -17,6 +17,9 @@ fn symbol(addr: u64) -> Vec<String> {
         20 => "paywarden_store::sqlite::SqliteStore::write",
         30 => "hashbrown::raw::RawTable<T>::reserve_rehash",
         31 => "paywarden_api::IdempotencyCache::insert",
+        40 => "gimli::read::line::LineProgram::parse",
+        41 => "addr2line::Context::find_frames",
+        42 => "memguard::profiler::HeapProfiler::symbolize",
         _ => return Vec::new(),
     };
     vec![name.to_string()]
@@ -132,4 +135,21 @@ fn standard_library_trait_impls_and_allocator_internals_are_skipped() {
     ] {
         assert!(!is_skipped(f, &skip), "{f} is code a developer would open");
     }
+}
+
+#[test]
+fn the_symbolizers_own_memory_is_never_a_site() {
+    // The profiler's symbolizer parses debug information on a tokio blocking thread: its
+    // allocations' first frame past the skipped ones is tokio's, yet they are not the program's.
+    let symbolizer = [1, 2, 3, 40, 41, 42, 12];
+    let leak = [1, 2, 3, 10, 11, 12];
+    let before = HeapProfile { at_ms: 0, stacks: vec![] };
+    let after = HeapProfile { at_ms: 10_000, stacks: vec![stack(&symbolizer, 40.0 * MIB), stack(&leak, 2.0 * MIB)] };
+    let report = growing_sites(&before, &after, &SiteConfig::default(), &mut symbol);
+    let names: Vec<&str> = report.sites.iter().map(|s| s.function.as_str()).collect();
+    assert_eq!(names, ["paywarden_api::faults::leak_on_confirmed_payment"], "{report:?}");
+    // Without the exclusion the symbolizer would have been blamed (on tokio's frame).
+    let open = SiteConfig { exclude_prefixes: Vec::new(), ..SiteConfig::default() };
+    let report = growing_sites(&before, &after, &open, &mut symbol);
+    assert_eq!(report.sites[0].function, "tokio::runtime::task::harness::poll");
 }
