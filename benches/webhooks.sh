@@ -3,7 +3,7 @@
 # benches/wrk/payments.lua) against a release `paywarden serve` with (A) no webhook endpoint
 # and (B) one endpoint subscribed to every event (`*`) whose receiver accepts connections and
 # never answers, so every delivery waits out --webhook-timeout and the backlog only grows.
-# Alternated ROUNDS times on fresh data dirs, after a 2 s warm-up each.
+# Alternated ROUNDS times (AB, BA, ...) on fresh data dirs, after a 2 s warm-up each.
 #
 # In B, the server's RSS (/proc/PID/status VmRSS) and the paywarden_webhook_pending gauge
 # (refreshed every ~5 s) are sampled every second: the backlog lives on disk (the outbox
@@ -107,10 +107,15 @@ run() {  # $1: A or B. Prints payments/s; leaves memory (and in B the backlog) i
 
 none=0; hooked=0
 for i in $(seq "$ROUNDS"); do
-  a=$(run A); sa=$(cat "$WORK/stats"); b=$(run B)
+  # The order alternates (AB, BA, ...): whichever runs second in a round finds a warmer disk.
+  if [ $((i % 2)) -eq 1 ]; then
+    a=$(run A); sa=$(cat "$WORK/stats"); b=$(run B); sb=$(cat "$WORK/stats")
+  else
+    b=$(run B); sb=$(cat "$WORK/stats"); a=$(run A); sa=$(cat "$WORK/stats")
+  fi
   echo "round $i: A (no endpoint) $a payments/s, B (endpoint that never answers) $b payments/s"
   echo "  A: $sa"
-  echo "  B: $(cat "$WORK/stats")"
+  echo "  B: $sb"
   none=$(awk -v x="$none" -v y="$a" 'BEGIN {print x + y}'); hooked=$(awk -v x="$hooked" -v y="$b" 'BEGIN {print x + y}')
 done
 echo "B / A: $(awk -v x="$hooked" -v y="$none" 'BEGIN {printf "%.3f", x / y}')"

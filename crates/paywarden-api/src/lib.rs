@@ -959,10 +959,11 @@ impl App {
             GetOp::Event(id) => {
                 q.finish()?;
                 let e = self.store.event(&m.id, &id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("event", &id, None))?;
-                let pending = self.store.deliveries(&m.id, Some(&id), None, 100).await.map_err(ApiError::internal)?;
+                let attempts = self.store.deliveries(&m.id, Some(&id), None, 100).await.map_err(ApiError::internal)?;
+                let pending = self.store.pending_webhooks(&m.id, &id).await.map_err(ApiError::internal)?;
                 let mut v: serde_json::Value = serde_json::from_str(&e.json).map_err(ApiError::internal)?;
-                v["pending_webhooks"] = serde_json::json!(pending.iter().filter(|d| d.state == paywarden_store::DeliveryState::Pending).count());
-                v["delivery_attempts"] = serde_json::json!(pending.iter().map(webhooks::delivery_object).collect::<Vec<_>>());
+                v["pending_webhooks"] = serde_json::json!(pending);
+                v["delivery_attempts"] = serde_json::json!(attempts.iter().map(webhooks::delivery_object).collect::<Vec<_>>());
                 json(&v)
             }
             GetOp::Events => {

@@ -248,38 +248,127 @@ pub fn spawn_delivery(app: Arc<crate::App>, key: [u8; 32], cfg: WebhookConfig) -
                     app.metrics().webhook_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
             }
-            let free = slots.available_permits();
             app.metrics().component("webhook_deliveries_in_flight", inflight.len(), cfg.concurrency);
-            if free == 0 {
-                continue;
+            let sender = Sender { app: &app, client: &client, key, cfg: &cfg, inflight: &inflight, slots: &slots, wake: &wake };
+            // Retries that are due first, then events not yet claimed.
+            if slots.available_permits() > 0 {
+                match app.store().due_deliveries(now_ms(), (slots.available_permits() + inflight.len()) as u32).await {
+                    Ok(due) => {
+                        for d in due {
+                            if !sender.send(d) {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading due webhook deliveries"),
+                }
             }
-            let due = match app.store().due_deliveries(now_ms(), (free + inflight.len()) as u32).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading due webhook deliveries");
-                    continue;
-                }
-            };
-            for d in due {
-                let k = (d.delivery.endpoint.clone(), d.delivery.event.clone());
-                if !inflight.claim(&k) {
-                    continue;
-                }
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    inflight.release(&k);
-                    break;
-                };
-                let (app, client, cfg, inflight, wake) = (app.clone(), client.clone(), cfg.clone(), inflight.clone(), wake.clone());
-                tokio::spawn(async move {
-                    attempt(&app, &client, &key, &cfg, d).await;
-                    inflight.release(&k);
-                    drop(permit);
-                    wake.notify_one();
-                });
+            if slots.available_permits() > 0 {
+                claim_and_send(&sender).await;
             }
         }
     })
 }
+
+/// How far past an endpoint's cursor one claim looks for events of a type it wants.
+const CLAIM_SCAN_MAX: u32 = 1000;
+
+/// What starting an attempt needs.
+struct Sender<'a> {
+    app: &'a Arc<crate::App>,
+    client: &'a reqwest::Client,
+    key: [u8; 32],
+    cfg: &'a WebhookConfig,
+    inflight: &'a Arc<InFlight>,
+    slots: &'a Arc<tokio::sync::Semaphore>,
+    wake: &'a Arc<tokio::sync::Notify>,
+}
+
+impl Sender<'_> {
+    /// Starts one attempt unless it is in flight already; false when no slot is free.
+    fn send(&self, d: paywarden_store::DueDelivery) -> bool {
+        let k = (d.delivery.endpoint.clone(), d.delivery.event.clone());
+        if !self.inflight.claim(&k) {
+            return true;
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            self.inflight.release(&k);
+            return false;
+        };
+        let (app, client, key, cfg, inflight, wake) =
+            (self.app.clone(), self.client.clone(), self.key, self.cfg.clone(), self.inflight.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            attempt(&app, &client, &key, &cfg, d).await;
+            inflight.release(&k);
+            drop(permit);
+            wake.notify_one();
+        });
+        true
+    }
+}
+
+/// Claims the next events of endpoints that have some after their cursor, as many as there are
+/// free slots (shared out between the endpoints), and sends them. The claim is written first:
+/// the rows are due when the lease (one attempt's timeout and a margin) has passed, so a crash
+/// mid-attempt only delays them, and an attempt whose outcome is lost is made again.
+async fn claim_and_send(s: &Sender<'_>) {
+    let free = s.slots.available_permits();
+    let backlog = match s.app.store().unclaimed(free as u32, CLAIM_SCAN_MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading events not yet claimed for webhooks");
+            return;
+        }
+    };
+    if backlog.is_empty() {
+        return;
+    }
+    let share = (free / backlog.len()).max(1);
+    let now = now_ms();
+    let lease_end = now.saturating_add((s.cfg.timeout + CLAIM_LEASE_MARGIN).as_millis() as i64);
+    for u in backlog {
+        let taken = u.events.len().min(share);
+        let through_seq = if taken < u.events.len() { u.events[taken - 1].0 } else { u.through_seq };
+        let mut rows = Vec::with_capacity(taken);
+        let mut sends = Vec::with_capacity(taken);
+        for (_, e) in u.events.into_iter().take(taken) {
+            let d = Delivery {
+                endpoint: u.endpoint.clone(),
+                event: e.id,
+                merchant: u.merchant.clone(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt_ms: lease_end,
+                created_ms: e.created.saturating_mul(1000),
+                last_attempt_ms: None,
+                last_status: None,
+                last_error: None,
+            };
+            sends.push(paywarden_store::DueDelivery { delivery: d.clone(), url: u.url.clone(), body: e.json });
+            rows.push(d);
+        }
+        let mut batch = WriteBatch::new();
+        batch.push(Write::ClaimDeliveries { endpoint: u.endpoint, merchant: u.merchant, after_seq: u.cursor_seq, through_seq, deliveries: rows });
+        match s.app.store().write(batch).await {
+            Ok(()) => {}
+            // Another instance's loop (under `up`, or a replica) claimed them: it sends them.
+            Err(paywarden_store::WriteError::Conflict(paywarden_store::ConflictKind::Claimed)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim events for webhooks");
+                return;
+            }
+        }
+        for d in sends {
+            if !s.send(d) {
+                // Claimed but no slot: due when the lease ends.
+                return;
+            }
+        }
+    }
+}
+
+/// How long past one attempt's timeout a claimed delivery waits before it is due again.
+const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// One attempt and its recorded outcome.
 async fn attempt(app: &crate::App, client: &reqwest::Client, key: &[u8; 32], cfg: &WebhookConfig, due: paywarden_store::DueDelivery) {

@@ -46,11 +46,14 @@ impl From<sqlx::Error> for Fallback {
     }
 }
 
-/// Groups with merchants, keys or webhook endpoint changes are rare (`keys create`, the
-/// endpoints API) and take the slow path.
+/// Groups with merchants, keys, webhook endpoint changes or delivery claims are rare (`keys
+/// create`, the endpoints API, the delivery loop as it has room to send) and take the slow path.
 pub(crate) fn eligible(batches: &[WriteBatch]) -> bool {
     batches.iter().flat_map(|b| &b.ops).all(|op| {
-        !matches!(op, Write::Merchant(_) | Write::ApiKey(_) | Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. })
+        !matches!(
+            op,
+            Write::Merchant(_) | Write::ApiKey(_) | Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } | Write::ClaimDeliveries { .. }
+        )
     })
 }
 
@@ -98,8 +101,6 @@ struct Rows {
     idempotency: HashMap<(String, String), Vec<Arg>>,
     idempotency_order: Vec<(String, String)>,
     events: Vec<Vec<Arg>>,
-    /// The fan-out's rows, one per event.
-    fan_out: Vec<Value>,
     deliveries: Vec<Vec<Arg>>,
 }
 
@@ -229,13 +230,11 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     let mut ledger = Vec::new();
     let mut keys = Vec::new();
     let mut events = Vec::new();
-    let mut fan_out = Vec::new();
     let mut deliveries = Vec::new();
     for op in &batch.ops {
         match op {
             Write::Event(e) => {
                 events.push(vec![e.id.as_str().into(), e.merchant.as_str().into(), e.kind.as_str().into(), e.created.into(), e.json.as_str().into()]);
-                fan_out.push(crate::sqlite::fan_out_row(e));
             }
             Write::Delivery(d) => deliveries.push(vec![
                 d.endpoint.as_str().into(),
@@ -249,7 +248,7 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
                 d.last_error.clone().map_or(Arg::Null, Arg::Text),
             ]),
             // Not eligible for this path (see `eligible`).
-            Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } => {}
+            Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } | Write::ClaimDeliveries { .. } => {}
             Write::PaymentMethod(pm) => {
                 pms.push(vec![pm.id.as_str().into(), pm.merchant.as_str().into(), pm.created.into(), encode(pm)?.into()])
             }
@@ -316,7 +315,6 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     }
     rows.payment_methods.extend(pms);
     rows.events.extend(events);
-    rows.fan_out.extend(fan_out);
     rows.deliveries.extend(deliveries);
     rows.refunds.extend(refunds);
     rows.ledger.extend(ledger);
@@ -429,9 +427,6 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     )
     .await?;
     run(conn, "INSERT INTO events (id, merchant_id, type, created, data) VALUES ", "", 5, rows.events, "events").await?;
-    if !rows.fan_out.is_empty() {
-        sqlx::query(crate::sqlite::FAN_OUT_SQL).bind(Value::Array(rows.fan_out).to_string()).execute(&mut *conn).await?;
-    }
     // A delivery whose endpoint was deleted meanwhile changes no row: the check sends the
     // group to the slow path, where that is no error.
     run(

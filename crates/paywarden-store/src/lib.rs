@@ -46,9 +46,9 @@ pub struct IdempotencyRecord {
     pub created: Timestamp,
 }
 
-/// An event (Stripe's `event` object). Written in the same batch as the change it describes;
-/// its deliveries (one per enabled endpoint of the merchant that wants its type) are queued
-/// in the same transaction.
+/// An event (Stripe's `event` object). Written in the same batch as the change it describes
+/// (the outbox). Its deliveries are queued lazily: each endpoint has a cursor over the events,
+/// and [`Write::ClaimDeliveries`] turns the events after it into delivery rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     /// `evt_...`
@@ -98,7 +98,7 @@ pub struct WebhookEndpointRecord {
 }
 
 impl WebhookEndpointRecord {
-    /// `,*,` or `,a,b,`: what the fan-out matches an event's type against.
+    /// `,*,` or `,a,b,`: what a claim matches an event's type against.
     pub fn events_filter(&self) -> String {
         format!(",{},", self.enabled_events.join(","))
     }
@@ -159,6 +159,21 @@ pub struct DueDelivery {
     pub body: String,
 }
 
+/// Events after one endpoint's cursor: deliveries not yet queued (see [`Store::unclaimed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unclaimed {
+    pub endpoint: String,
+    pub merchant: String,
+    pub url: String,
+    /// The endpoint's cursor when read (a claim expects it unchanged).
+    pub cursor_seq: i64,
+    /// Where the cursor goes once these are claimed: past the last of them, or past every
+    /// scanned event when fewer than asked were wanted (types the endpoint does not take).
+    pub through_seq: i64,
+    /// `(seq, event)`, oldest first.
+    pub events: Vec<(i64, EventRecord)>,
+}
+
 /// One change; a [`WriteBatch`] of them is applied atomically.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -178,14 +193,21 @@ pub enum Write {
     /// `replaces_before` (an older one has expired and is replaced). A live one is a
     /// [`WriteError::Conflict`].
     Idempotency { record: IdempotencyRecord, replaces_before: Timestamp },
-    /// A new event, and its deliveries to the matching enabled endpoints.
+    /// A new event (the outbox; its deliveries are claimed later, see [`Unclaimed`]).
     Event(EventRecord),
-    /// Inserts or replaces an endpoint (never another merchant's).
+    /// Inserts or replaces an endpoint (never another merchant's). A new endpoint's cursor
+    /// starts at the newest event, and so does a disabled one's when it is enabled again.
     WebhookEndpoint(WebhookEndpointRecord),
     /// Deletes an endpoint and the deliveries still pending to it.
     DeleteWebhookEndpoint { merchant: String, id: String },
     /// The outcome of a delivery attempt (replaces the row's state).
     Delivery(Delivery),
+    /// Queues an endpoint's next deliveries: moves its cursor from `after_seq` to
+    /// `through_seq` and inserts their rows. A cursor that is no longer at `after_seq` is a
+    /// [`WriteError::Conflict`] ([`ConflictKind::Claimed`]): another delivery loop over the
+    /// same database claimed them, and only one sends them. Claims nothing for an endpoint
+    /// deleted meanwhile.
+    ClaimDeliveries { endpoint: String, merchant: String, after_seq: i64, through_seq: i64, deliveries: Vec<Delivery> },
 }
 
 /// Changes that commit together or not at all.
@@ -213,6 +235,8 @@ pub enum ConflictKind {
     IdempotencyKey,
     /// A unique id or name already exists.
     Duplicate,
+    /// An endpoint's cursor had moved: another delivery loop claimed those events first.
+    Claimed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,12 +322,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, merchant: &str, kind: Option<&str>, page: &Page) -> Result<PageOf<EventRecord>, StoreError>;
     async fn webhook_endpoint(&self, merchant: &str, id: &str) -> Result<Option<WebhookEndpointRecord>, StoreError>;
     async fn list_webhook_endpoints(&self, merchant: &str, page: &Page) -> Result<PageOf<WebhookEndpointRecord>, StoreError>;
+    /// For each enabled endpoint with events after its cursor: the next at most `per_endpoint`
+    /// events it wants, looking at most `scan_max` events past the cursor.
+    async fn unclaimed(&self, per_endpoint: u32, scan_max: u32) -> Result<Vec<Unclaimed>, StoreError>;
+    /// How many deliveries of this event are still to be made: queued and pending (also to an
+    /// endpoint disabled since: they resume if it is enabled again), or not yet claimed by an
+    /// enabled endpoint.
+    async fn pending_webhooks(&self, merchant: &str, event: &str) -> Result<u64, StoreError>;
     /// Pending deliveries to enabled endpoints whose next attempt is at or before `now_ms`,
     /// soonest first, at most `limit`.
     async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<DueDelivery>, StoreError>;
     /// A merchant's deliveries of one event, or to one endpoint (newest first), at most `limit`.
     async fn deliveries(&self, merchant: &str, event: Option<&str>, endpoint: Option<&str>, limit: u32) -> Result<Vec<Delivery>, StoreError>;
-    /// Deliveries still pending, all merchants (the outbox's backlog, for `/metrics`).
+    /// Deliveries still pending, all merchants, queued or not yet claimed by an enabled
+    /// endpoint (the outbox's backlog, for `/metrics`).
     async fn pending_deliveries(&self) -> Result<u64, StoreError>;
 
     /// Queues the batch for the writer and returns once it is durable (committed with the

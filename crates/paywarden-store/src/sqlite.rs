@@ -67,7 +67,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::{
-    ApiKeyRecord, ConflictKind, Delivery, DeliveryState, DueDelivery, EventRecord, IdempotencyRecord, Merchant, Page,
+    ApiKeyRecord, ConflictKind, Delivery, DeliveryState, DueDelivery, EventRecord, Unclaimed, IdempotencyRecord, Merchant, Page,
     PageOf, Store, StoreError, StoreStats, WebhookEndpointRecord, Write, WriteBatch, WriteError,
 };
 
@@ -621,17 +621,53 @@ async fn apply_op(conn: &mut SqliteConnection, op: &Write) -> Result<(), WriteEr
         Write::WebhookEndpoint(w) => upsert_endpoint(conn, w).await,
         Write::DeleteWebhookEndpoint { merchant, id } => delete_endpoint(conn, merchant, id).await,
         Write::Delivery(d) => update_delivery(conn, d).await,
+        Write::ClaimDeliveries { endpoint, merchant, after_seq, through_seq, deliveries } => {
+            claim(conn, endpoint, merchant, *after_seq, *through_seq, deliveries).await
+        }
     }
 }
 
-/// Queues an event's deliveries: one row per enabled endpoint of its merchant that wants its
-/// type. `?1` is a JSON array of `[event id, merchant, type, created unix ms]`, so one
-/// statement fans out a whole group's events.
-pub(crate) const FAN_OUT_SQL: &str = "INSERT INTO webhook_deliveries      (endpoint_id, event_id, merchant_id, state, attempts, next_attempt_at, created)      SELECT w.id, e.value ->> 0, w.merchant_id, 'pending', 0, e.value ->> 3, e.value ->> 3      FROM json_each(?1) AS e JOIN webhook_endpoints AS w        ON w.merchant_id = e.value ->> 1 AND w.status = 'enabled'       AND (w.events_filter = ',*,' OR instr(w.events_filter, ',' || (e.value ->> 2) || ',') > 0)";
+async fn claim(conn: &mut SqliteConnection, endpoint: &str, merchant: &str, after_seq: i64, through_seq: i64, deliveries: &[Delivery]) -> Result<(), WriteError> {
+    let r = sqlx::query("UPDATE webhook_endpoints SET cursor_seq = ?1 WHERE id = ?2 AND merchant_id = ?3 AND cursor_seq = ?4")
+        .bind(through_seq)
+        .bind(endpoint)
+        .bind(merchant)
+        .bind(after_seq)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    if r.rows_affected() == 0 {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2")
+            .bind(endpoint)
+            .bind(merchant)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(write_err)?;
+        // Deleted meanwhile: nothing to queue. Moved: claimed by another loop.
+        return if exists.is_some() { Err(WriteError::Conflict(ConflictKind::Claimed)) } else { Ok(()) };
+    }
+    for d in deliveries {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, state, attempts, next_attempt_at, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+        )
+        .bind(&d.endpoint)
+        .bind(&d.event)
+        .bind(&d.merchant)
+        .bind(d.state.as_str())
+        .bind(i64::from(d.attempts))
+        .bind(d.next_attempt_ms)
+        .bind(d.created_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    }
+    Ok(())
+}
 
-/// The fan-out's row for one event.
-pub(crate) fn fan_out_row(e: &EventRecord) -> serde_json::Value {
-    serde_json::json!([e.id, e.merchant, e.kind, e.created.saturating_mul(1000)])
+/// `?` (an endpoint's `events_filter`) matches the event type in `type_col`.
+fn wants(filter: &str, type_col: &str) -> String {
+    format!("({filter} = ',*,' OR instr({filter}, ',' || {type_col} || ',') > 0)")
 }
 
 async fn insert_event(conn: &mut SqliteConnection, e: &EventRecord) -> Result<(), WriteError> {
@@ -644,17 +680,18 @@ async fn insert_event(conn: &mut SqliteConnection, e: &EventRecord) -> Result<()
         .execute(&mut *conn)
         .await
         .map_err(write_err)?;
-    sqlx::query(FAN_OUT_SQL)
-        .bind(serde_json::Value::Array(vec![fan_out_row(e)]).to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_err)?;
     Ok(())
 }
 
 async fn upsert_endpoint(conn: &mut SqliteConnection, w: &WebhookEndpointRecord) -> Result<(), WriteError> {
     let r = sqlx::query(
-        "INSERT INTO webhook_endpoints (id, merchant_id, created, url, status, events_filter, data)          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)          ON CONFLICT (id) DO UPDATE SET url = excluded.url, status = excluded.status,            events_filter = excluded.events_filter, data = excluded.data          WHERE webhook_endpoints.merchant_id = excluded.merchant_id",
+        "INSERT INTO webhook_endpoints (id, merchant_id, created, url, status, events_filter, data, cursor_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(seq), 0) FROM events)) \
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, status = excluded.status, \
+           events_filter = excluded.events_filter, data = excluded.data, \
+           cursor_seq = CASE WHEN webhook_endpoints.status <> 'enabled' AND excluded.status = 'enabled' \
+             THEN excluded.cursor_seq ELSE webhook_endpoints.cursor_seq END \
+         WHERE webhook_endpoints.merchant_id = excluded.merchant_id",
     )
     .bind(&w.id)
     .bind(&w.merchant)
@@ -1083,8 +1120,62 @@ impl Store for SqliteStore {
     }
 
     async fn pending_deliveries(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'").fetch_one(&self.readers).await?;
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') \
+               + (SELECT count(*) FROM webhook_endpoints AS w JOIN events AS e \
+                    ON e.merchant_id = w.merchant_id AND e.seq > w.cursor_seq AND {} \
+                  WHERE w.status = 'enabled')",
+            wants("w.events_filter", "e.type")
+        );
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.readers).await?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn pending_webhooks(&self, merchant: &str, event: &str) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE event_id = ?2 AND merchant_id = ?1 AND state = 'pending') \
+               + (SELECT count(*) FROM events AS e JOIN webhook_endpoints AS w \
+                    ON w.merchant_id = e.merchant_id AND w.status = 'enabled' AND w.cursor_seq < e.seq AND {} \
+                  WHERE e.id = ?2 AND e.merchant_id = ?1)",
+            wants("w.events_filter", "e.type")
+        );
+        let n: i64 = sqlx::query_scalar(&sql).bind(merchant).bind(event).fetch_one(&self.readers).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn unclaimed(&self, per_endpoint: u32, scan_max: u32) -> Result<Vec<Unclaimed>, StoreError> {
+        let endpoints = sqlx::query(
+            "SELECT id, merchant_id, url, events_filter, cursor_seq FROM webhook_endpoints AS w \
+             WHERE status = 'enabled' AND EXISTS (SELECT 1 FROM events AS e WHERE e.merchant_id = w.merchant_id AND e.seq > w.cursor_seq) \
+             ORDER BY seq",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let sql = format!(
+            "SELECT seq, id, merchant_id, type, created, CASE WHEN {} THEN data END AS data FROM events \
+             WHERE merchant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?4",
+            wants("?3", "type")
+        );
+        let mut out = Vec::new();
+        for w in &endpoints {
+            let (id, merchant, filter, cursor): (String, String, String, i64) =
+                (w.try_get("id")?, w.try_get("merchant_id")?, w.try_get("events_filter")?, w.try_get("cursor_seq")?);
+            let rows = sqlx::query(&sql).bind(&merchant).bind(cursor).bind(&filter).bind(i64::from(scan_max)).fetch_all(&self.readers).await?;
+            let mut u = Unclaimed { endpoint: id, merchant, url: w.try_get("url")?, cursor_seq: cursor, through_seq: cursor, events: Vec::new() };
+            for r in &rows {
+                if u.events.len() >= per_endpoint as usize {
+                    break;
+                }
+                u.through_seq = r.try_get("seq")?;
+                if r.try_get::<Option<String>, _>("data")?.is_some() {
+                    u.events.push((u.through_seq, event_from_row(r)?));
+                }
+            }
+            if u.through_seq > cursor {
+                out.push(u);
+            }
+        }
+        Ok(out)
     }
 
     async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {

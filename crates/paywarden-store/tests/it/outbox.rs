@@ -1,11 +1,11 @@
-//! The webhook outbox: an event's deliveries are queued in the event's own transaction, to
-//! the matching enabled endpoints only, on the bulk path as on the slow one; due deliveries
-//! come out soonest first and an attempt's outcome is recorded.
+//! The webhook outbox: an event is written in its change's own transaction, on the bulk path
+//! as on the slow one; the matching enabled endpoints claim it through their cursors; due
+//! deliveries come out soonest first and an attempt's outcome is recorded.
 
 use std::sync::Arc;
 
 use paywarden_store::{
-    DeliveryState, EndpointStatus, EventRecord, SqliteOptions, Store, WebhookEndpointRecord, Write,
+    ConflictKind, Delivery, DeliveryState, EndpointStatus, EventRecord, SqliteOptions, Store, WebhookEndpointRecord, Write, WriteError,
 };
 use tempfile::TempDir;
 
@@ -45,25 +45,104 @@ async fn write_to(store: &impl Store, ops: Vec<Write>) {
     store.write(paywarden_store::WriteBatch { ops }).await.expect("write");
 }
 
+/// Claims what `unclaimed` offers, due at `due_ms`, as the delivery loop does.
+async fn claim_all(store: &impl Store, per_endpoint: u32, due_ms: i64) -> Vec<(String, String)> {
+    let mut claimed = Vec::new();
+    let mut ops = Vec::new();
+    for u in store.unclaimed(per_endpoint, 1000).await.unwrap() {
+        let rows: Vec<Delivery> = u
+            .events
+            .iter()
+            .map(|(_, e)| Delivery {
+                endpoint: u.endpoint.clone(),
+                event: e.id.clone(),
+                merchant: u.merchant.clone(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt_ms: due_ms,
+                created_ms: e.created * 1000,
+                last_attempt_ms: None,
+                last_status: None,
+                last_error: None,
+            })
+            .collect();
+        claimed.extend(rows.iter().map(|d| (d.endpoint.clone(), d.event.clone())));
+        ops.push(Write::ClaimDeliveries { endpoint: u.endpoint, merchant: u.merchant, after_seq: u.cursor_seq, through_seq: u.through_seq, deliveries: rows });
+    }
+    if !ops.is_empty() {
+        write_to(store, ops).await;
+    }
+    claimed.sort();
+    claimed
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
 #[tokio::test]
-async fn an_event_fans_out_to_matching_enabled_endpoints_of_its_merchant() {
+async fn events_are_claimed_by_the_matching_enabled_endpoints_of_their_merchant() {
     within(async {
         let dir = TempDir::new().unwrap();
         let store = open(&dir).await;
         setup(&store).await;
         write_to(&store, vec![Write::Event(event("evt_1", "acct_1", "payment_intent.succeeded", 1_700_000_100))]).await;
         write_to(&store, vec![Write::Event(event("evt_2", "acct_1", "payment_intent.created", 1_700_000_101))]).await;
-        let d1 = store.deliveries("acct_1", Some("evt_1"), None, 100).await.unwrap();
-        let mut to: Vec<&str> = d1.iter().map(|d| d.endpoint.as_str()).collect();
-        to.sort();
-        assert_eq!(to, ["we_all", "we_paid"], "not the disabled one, not the other merchant's");
+        // Written with the change; nothing queued yet, but pending all the same.
+        assert!(store.deliveries("acct_1", None, None, 100).await.unwrap().is_empty());
+        assert_eq!(store.pending_deliveries().await.unwrap(), 3, "evt_1 to we_all and we_paid, evt_2 to we_all");
+        assert_eq!(store.pending_webhooks("acct_1", "evt_1").await.unwrap(), 2);
+        assert_eq!(store.pending_webhooks("acct_1", "evt_2").await.unwrap(), 1);
+        assert_eq!(store.pending_webhooks("acct_2", "evt_1").await.unwrap(), 0, "isolated");
+
+        // One event per endpoint at a time: the oldest first.
+        let first = store.unclaimed(1, 1000).await.unwrap();
+        let mut offered: Vec<(&str, Vec<&str>)> = first.iter().map(|u| (u.endpoint.as_str(), u.events.iter().map(|(_, e)| e.id.as_str()).collect())).collect();
+        offered.sort();
+        assert_eq!(offered, [("we_all", vec!["evt_1"]), ("we_paid", vec!["evt_1"])], "not the disabled one, not the other merchant's");
+        // Claimed twice (two loops racing): the first wins, the second is told and queues nothing.
+        let claims: Vec<Write> = first
+            .iter()
+            .map(|u| Write::ClaimDeliveries {
+                endpoint: u.endpoint.clone(),
+                merchant: u.merchant.clone(),
+                after_seq: u.cursor_seq,
+                through_seq: u.through_seq,
+                deliveries: u
+                    .events
+                    .iter()
+                    .map(|(_, e)| Delivery {
+                        endpoint: u.endpoint.clone(),
+                        event: e.id.clone(),
+                        merchant: u.merchant.clone(),
+                        state: DeliveryState::Pending,
+                        attempts: 0,
+                        next_attempt_ms: 1_700_000_100_000,
+                        created_ms: e.created * 1000,
+                        last_attempt_ms: None,
+                        last_status: None,
+                        last_error: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        for c in &claims {
+            write_to(&store, vec![c.clone()]).await;
+        }
+        for c in claims {
+            let r = store.write(paywarden_store::WriteBatch { ops: vec![c] }).await;
+            assert!(matches!(r, Err(WriteError::Conflict(ConflictKind::Claimed))), "{r:?}");
+        }
+        assert_eq!(store.deliveries("acct_1", Some("evt_1"), None, 100).await.unwrap().len(), 2);
+        assert_eq!(store.pending_deliveries().await.unwrap(), 3, "claiming moves a delivery from the events to the queue");
+        // we_paid's cursor went past evt_1; evt_2 is not its type and is skipped without a row.
+        assert_eq!(claim_all(&store, 10, 1_700_000_101_000).await, pairs(&[("we_all", "evt_2")]));
+        assert!(store.unclaimed(10, 1000).await.unwrap().is_empty(), "every cursor at the end");
         let d2 = store.deliveries("acct_1", Some("evt_2"), None, 100).await.unwrap();
         assert_eq!(d2.iter().map(|d| d.endpoint.as_str()).collect::<Vec<_>>(), ["we_all"], "the filter");
-        assert!(d1.iter().all(|d| d.state == DeliveryState::Pending && d.attempts == 0 && d.next_attempt_ms == 1_700_000_100_000));
-        assert!(store.deliveries("acct_2", None, None, 100).await.unwrap().is_empty());
         assert_eq!(store.pending_deliveries().await.unwrap(), 3);
 
-        // Due soonest first; the disabled endpoint's (none) and undue ones are not.
+        // Due soonest first; undue ones are not.
         let due = store.due_deliveries(1_700_000_100_500, 10).await.unwrap();
         assert_eq!(due.len(), 2, "evt_2 is due later");
         assert!(due.iter().all(|d| d.delivery.event == "evt_1"));
@@ -80,15 +159,78 @@ async fn an_event_fans_out_to_matching_enabled_endpoints_of_its_merchant() {
         let back = store.deliveries("acct_1", Some("evt_1"), Some(&d.endpoint), 10).await.unwrap();
         assert_eq!(back, vec![d]);
         assert_eq!(store.pending_deliveries().await.unwrap(), 2);
+        assert_eq!(store.pending_webhooks("acct_1", "evt_1").await.unwrap(), 1);
 
-        // Deleting an endpoint drops its queue; its events stay.
+        // Deleting an endpoint drops its queue; its events stay; a late claim for it queues nothing.
         write_to(&store, vec![Write::DeleteWebhookEndpoint { merchant: "acct_1".into(), id: "we_all".into() }]).await;
         assert_eq!(store.pending_deliveries().await.unwrap(), 1);
+        write_to(&store, vec![Write::ClaimDeliveries { endpoint: "we_all".into(), merchant: "acct_1".into(), after_seq: 0, through_seq: 99, deliveries: d2 }]).await;
+        assert!(store.deliveries("acct_1", None, Some("we_all"), 10).await.unwrap().is_empty());
         assert!(store.event("acct_1", "evt_2").await.unwrap().is_some());
         assert_eq!(store.event("acct_2", "evt_2").await.unwrap(), None, "isolated");
         // Another merchant cannot overwrite an endpoint id.
         let r = store.write(paywarden_store::WriteBatch { ops: vec![Write::WebhookEndpoint(endpoint("we_paid", "acct_2", &["*"], EndpointStatus::Enabled))] }).await;
         assert!(r.is_err());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_endpoint_gets_what_happens_after_it_is_created_or_enabled_again() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        setup(&store).await;
+        write_to(&store, vec![Write::Event(event("evt_old", "acct_1", "refund.created", 1_700_000_100))]).await;
+        // Created after evt_old: nothing for it.
+        write_to(&store, vec![Write::WebhookEndpoint(endpoint("we_new", "acct_1", &["*"], EndpointStatus::Enabled))]).await;
+        assert_eq!(claim_all(&store, 10, 0).await, pairs(&[("we_all", "evt_old")]));
+        // Disabled, an event passes it by; enabled again, it gets only the next one.
+        let mut off = endpoint("we_new", "acct_1", &["*"], EndpointStatus::Disabled);
+        write_to(&store, vec![Write::WebhookEndpoint(off.clone())]).await;
+        write_to(&store, vec![Write::Event(event("evt_while_off", "acct_1", "refund.created", 1_700_000_101))]).await;
+        assert_eq!(store.pending_webhooks("acct_1", "evt_while_off").await.unwrap(), 1, "we_all only");
+        off.status = EndpointStatus::Enabled;
+        write_to(&store, vec![Write::WebhookEndpoint(off.clone())]).await;
+        // An update that leaves it enabled keeps its place.
+        off.url = "https://example.com/moved".into();
+        write_to(&store, vec![Write::Event(event("evt_after", "acct_1", "refund.created", 1_700_000_102))]).await;
+        write_to(&store, vec![Write::WebhookEndpoint(off)]).await;
+        assert_eq!(
+            claim_all(&store, 10, 0).await,
+            pairs(&[("we_all", "evt_after"), ("we_all", "evt_while_off"), ("we_new", "evt_after")])
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_claim_skips_past_unwanted_events_and_never_goes_back() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        setup(&store).await;
+        write_to(&store, vec![Write::DeleteWebhookEndpoint { merchant: "acct_1".into(), id: "we_all".into() }]).await;
+        // 5 events we_paid does not want, then one it does: a scan of 3 moves its cursor by 3.
+        for i in 0..5 {
+            write_to(&store, vec![Write::Event(event(&format!("evt_c{i}"), "acct_1", "payment_intent.created", 1_700_000_100 + i))]).await;
+        }
+        write_to(&store, vec![Write::Event(event("evt_s", "acct_1", "payment_intent.succeeded", 1_700_000_200))]).await;
+        let u = store.unclaimed(10, 3).await.unwrap();
+        assert_eq!(u.len(), 1);
+        assert!(u[0].events.is_empty());
+        let (cursor, third) = (u[0].cursor_seq, u[0].through_seq);
+        let skip = |after_seq, through_seq| Write::ClaimDeliveries { endpoint: "we_paid".into(), merchant: "acct_1".into(), after_seq, through_seq, deliveries: vec![] };
+        write_to(&store, vec![skip(cursor, third)]).await;
+        let u = store.unclaimed(10, 3).await.unwrap();
+        assert_eq!(u[0].events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>(), ["evt_s"]);
+        // A stale claim (from the older cursor) is refused and moves nothing back.
+        let r = store.write(paywarden_store::WriteBatch { ops: vec![skip(cursor, 1)] }).await;
+        assert!(matches!(r, Err(WriteError::Conflict(ConflictKind::Claimed))), "{r:?}");
+        assert_eq!(store.unclaimed(10, 3).await.unwrap()[0].events.len(), 1);
+        assert_eq!(claim_all(&store, 10, 0).await, pairs(&[("we_paid", "evt_s")]));
+        assert!(store.unclaimed(10, 3).await.unwrap().is_empty());
+        assert_eq!(store.pending_deliveries().await.unwrap(), 1);
     })
     .await
 }
@@ -100,6 +242,7 @@ async fn a_group_of_events_and_attempts_commits_on_the_bulk_path() {
         let store = Arc::new(open_with(&dir, SqliteOptions { busy_timeout: std::time::Duration::from_secs(30), ..SqliteOptions::default() }).await);
         setup(&*store).await;
         write_to(&*store, vec![Write::Event(event("evt_0", "acct_1", "refund.created", 1_700_000_000))]).await;
+        claim_all(&*store, 10, 1_700_000_000_000).await;
         let first = store.deliveries("acct_1", Some("evt_0"), None, 10).await.unwrap().remove(0);
         let bulk_before = store.stats().bulk_commits;
         // 30 batches queue behind a held lock and commit as one group: events with intents,
@@ -125,15 +268,18 @@ async fn a_group_of_events_and_attempts_commits_on_the_bulk_path() {
             h.await.unwrap().unwrap();
         }
         assert_eq!(store.stats().bulk_commits - bulk_before, 2, "the parked batch, then the group: events and attempts stay on the bulk path");
-        for i in 0..30 {
-            let d = store.deliveries("acct_1", Some(&format!("evt_g{i}")), None, 10).await.unwrap();
-            assert_eq!(d.len(), 1, "evt_g{i} fanned out to we_all only");
-        }
+        let offered = store.unclaimed(100, 1000).await.unwrap();
+        let in_commit_order: Vec<String> = offered[0].events.iter().map(|(_, e)| e.id.clone()).collect();
+        let expected: Vec<(String, String)> = (0..30).map(|i| ("we_all".to_string(), format!("evt_g{i}"))).collect();
+        let mut claimed = claim_all(&*store, 100, 0).await;
+        claimed.sort_by_key(|(_, e)| e[5..].parse::<u32>().unwrap());
+        assert_eq!(claimed, expected, "each for we_all only");
         let back = store.deliveries("acct_1", Some("evt_0"), Some(&first.endpoint), 1).await.unwrap();
         assert_eq!(back, vec![attempt]);
         let listed = store.list_events("acct_1", Some("payment_intent.created"), &page(100, None, None)).await.unwrap();
         assert_eq!(listed.data.len(), 30);
-        assert_eq!(listed.data[0].id, "evt_g29", "newest first");
+        let newest_first: Vec<String> = in_commit_order.into_iter().rev().collect();
+        assert_eq!(listed.data.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), newest_first);
     })
     .await
 }

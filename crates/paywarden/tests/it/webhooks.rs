@@ -253,12 +253,12 @@ async fn events_pending_at_kill_9_are_delivered_after_restart_each_at_least_once
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let d = deliveries(&client, &srv, &we).await;
-        assert_eq!(d.len(), 2 * N, "one delivery per event: {d:?}");
+        assert!(d.len() <= 2 * N, "at most one delivery per event: {d:?}");
         assert!(d.iter().all(|d| d["state"] == "pending"), "nothing listens, nothing is delivered: {d:?}");
-        if d.iter().any(|d| d["attempts"].as_u64().unwrap() >= 1 && !d["last_error"].is_null()) {
+        if d.len() == 2 * N && d.iter().any(|d| d["attempts"].as_u64().unwrap() >= 1 && !d["last_error"].is_null()) {
             break;
         }
-        assert!(Instant::now() < deadline, "no failed attempt recorded within 10 s: {d:?}");
+        assert!(Instant::now() < deadline, "not every event claimed, or no failed attempt recorded, within 10 s: {d:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let one = get(&client, &srv, &format!("/v1/events/{}", events[0]["id"].as_str().unwrap())).await;
@@ -320,8 +320,8 @@ async fn an_endpoint_that_keeps_failing_is_retried_with_backoff_and_visible_thro
     let deadline = Instant::now() + Duration::from_secs(15);
     let d = loop {
         let d = deliveries(&client, &srv, &we).await;
-        assert_eq!(d.len(), 2, "created + succeeded: {d:?}");
-        if d.iter().all(|d| d["attempts"].as_u64().unwrap() >= 2) {
+        assert!(d.len() <= 2, "created + succeeded: {d:?}");
+        if d.len() == 2 && d.iter().all(|d| d["attempts"].as_u64().unwrap() >= 2) {
             break d;
         }
         assert!(Instant::now() < deadline, "not retried within 15 s: {d:?}");
@@ -405,4 +405,48 @@ async fn an_endpoint_that_keeps_failing_is_retried_with_backoff_and_visible_thro
     assert!(count("retry") > 0.0, "retries are counted:\n{text}");
     assert!(count("gave_up") >= 2.0, "both given-up deliveries are counted:\n{text}");
     assert_eq!(count("delivered"), 0.0, "nothing was delivered");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_data_dir_send_each_event_once() {
+    // As under `paywarden up`, where stable, canary and baseline share the data dir: each runs a
+    // delivery loop, and an endpoint's events are claimed by one of them (its cursor moves in
+    // the claim), so a healthy receiver sees every event once, not once per instance.
+    if !has_sdk("two_instances_on_one_data_dir_send_each_event_once") {
+        return;
+    }
+    const N: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Server::spawn(&data, None, &FAST).await;
+    let b = Server::spawn(&data, Some(a.key.clone()), &FAST).await;
+    let client = reqwest::Client::new();
+    let (we, secret) = create_endpoint(&client, &a, "http://127.0.0.1:9/not-yet", "*").await;
+    let rx = Receiver::start(&secret, &dir.path().join("out.jsonl"), 0, None).await;
+    post(&client, &b, &format!("/v1/webhook_endpoints/{we}"), &format!("url={}", rx.url())).await;
+    for i in 0..N {
+        pay(&client, if i % 2 == 0 { &a } else { &b }, &format!("wh-d-{i}")).await;
+    }
+    let events: BTreeSet<String> = all_events(&client, &a).await.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events.len(), 2 * N);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: BTreeSet<String> = rx.lines().iter().filter_map(|l| l["id"].as_str().map(String::from)).collect();
+        if events.is_subset(&got) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {} events not delivered within 30 s", events.difference(&got).count(), events.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A moment for a duplicate, were there one, to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = rx.lines();
+    assert!(lines.iter().all(|l| l["verified"] == true), "{lines:?}");
+    let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &lines {
+        *per_id.entry(l["id"].as_str().unwrap()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once by the two instances: {twice:?}");
+    assert_eq!(per_id.len(), 2 * N);
 }
