@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use paywarden_core::ledger::AuditReport;
 use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
 
+mod audit;
 mod bulk;
 pub mod sqlite;
 

@@ -48,16 +48,15 @@
 //! When every handle to the queue is dropped, the writer finishes what is queued, closes
 //! its connection and exits; [`SqliteStore::close`] does this and waits for it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
-use paywarden_core::ledger::{Audit, AuditReport, PaymentBalances};
-use paywarden_core::{Account, Charge, Currency, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
+use paywarden_core::ledger::{Audit, AuditReport};
+use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -963,54 +962,6 @@ fn row_to_merchant(row: &sqlx::sqlite::SqliteRow) -> Result<Merchant, StoreError
     Ok(Merchant { id: row.try_get("id")?, name: row.try_get("name")?, created: row.try_get("created")? })
 }
 
-/// One posting's legs, accumulated while entries stream past in posting order.
-struct PostingSum {
-    id: String,
-    currency: Option<Currency>,
-    mixed_currencies: bool,
-    legs: u64,
-    sum: i128,
-}
-
-impl PostingSum {
-    fn new(id: String) -> PostingSum {
-        PostingSum { id, currency: None, mixed_currencies: false, legs: 0, sum: 0 }
-    }
-
-    fn finish(self, audit: &mut Audit) {
-        if self.mixed_currencies {
-            audit.orphan(format!("posting {} mixes currencies across its legs", self.id));
-        }
-        match self.currency {
-            Some(c) => audit.posting(&self.id, c, self.legs, self.sum),
-            None => audit.orphan(format!("posting {} has no leg in a known currency", self.id)),
-        }
-    }
-}
-
-/// One intent and its entries, accumulated while the joined rows stream past.
-struct IntentSum {
-    seq: i64,
-    intent: Option<PaymentIntent>,
-    balances: PaymentBalances,
-    postings: BTreeSet<String>,
-    refunds_total: i64,
-    refunds: i64,
-}
-
-impl IntentSum {
-    fn finish(mut self, audit: &mut Audit) {
-        let Some(pi) = self.intent else { return };
-        self.balances.postings = self.postings.len() as u64;
-        let refunds_total = u64::try_from(self.refunds_total).unwrap_or_else(|_| {
-            audit.orphan(format!("{}: its refund objects total a negative {}", pi.id, self.refunds_total));
-            0
-        });
-        let refunds = u64::try_from(self.refunds).unwrap_or(0);
-        audit.payment(&pi, &self.balances, refunds_total, refunds);
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn merchant_by_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Merchant>, StoreError> {
@@ -1225,143 +1176,10 @@ impl Store for SqliteStore {
         let mut audit = Audit::new();
         // One read transaction: every pass sees the same snapshot while writes go on.
         let mut tx = self.readers.begin().await?;
-
-        // Pass 1: every posting's legs, and every account's balance.
-        let mut accounts: BTreeMap<(String, Currency, Account), i128> = BTreeMap::new();
-        {
-            let mut rows = sqlx::query(
-                "SELECT posting_id, merchant_id, currency, account, amount FROM ledger_entries ORDER BY posting_id, leg",
-            )
-            .fetch(&mut *tx);
-            let mut current: Option<PostingSum> = None;
-            while let Some(row) = rows.try_next().await? {
-                let posting_id: String = row.try_get(0)?;
-                let merchant: String = row.try_get(1)?;
-                let code: String = row.try_get(2)?;
-                let account_name: String = row.try_get(3)?;
-                let amount: i64 = row.try_get(4)?;
-                if current.as_ref().is_none_or(|c| c.id != posting_id) {
-                    let previous = current.replace(PostingSum::new(posting_id.clone()));
-                    if let Some(done) = previous {
-                        done.finish(&mut audit);
-                    }
-                }
-                let Some(p) = current.as_mut() else { continue };
-                p.legs += 1;
-                p.sum += amount as i128;
-                let currency = match Currency::parse(&code) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        audit.orphan(format!("posting {posting_id} has a leg in unknown currency '{code}'"));
-                        continue;
-                    }
-                };
-                match p.currency {
-                    None => p.currency = Some(currency),
-                    Some(c) if c != currency => p.mixed_currencies = true,
-                    Some(_) => {}
-                }
-                match Account::parse(&account_name) {
-                    Some(account) => *accounts.entry((merchant, currency, account)).or_default() += amount as i128,
-                    None => audit.orphan(format!("posting {posting_id} has a leg on unknown account '{account_name}'")),
-                }
-            }
-            if let Some(done) = current.take() {
-                done.finish(&mut audit);
-            }
-        }
-        for ((merchant, currency, account), balance) in &accounts {
-            audit.account(merchant, *currency, *account, *balance);
-        }
-
-        // Pass 2: every intent with its entries and the sum of its refund objects.
-        {
-            let mut rows = sqlx::query(
-                "SELECT p.seq, p.data, \
-                   (SELECT COALESCE(SUM(r.amount), 0) FROM refunds r \
-                     WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds_total, \
-                   (SELECT COUNT(*) FROM refunds r \
-                     WHERE r.merchant_id = p.merchant_id AND r.payment_intent = p.id) AS refunds, \
-                   e.posting_id, e.account, e.amount, e.currency \
-                 FROM payment_intents p \
-                 LEFT JOIN ledger_entries e ON e.payment_intent = p.id AND e.merchant_id = p.merchant_id \
-                 ORDER BY p.seq",
-            )
-            .fetch(&mut *tx);
-            let mut current: Option<IntentSum> = None;
-            while let Some(row) = rows.try_next().await? {
-                let seq: i64 = row.try_get(0)?;
-                if current.as_ref().is_none_or(|c| c.seq != seq) {
-                    let data: String = row.try_get(1)?;
-                    let intent = match decode::<PaymentIntent>(PAYMENT_INTENTS, &data) {
-                        Ok(pi) => Some(pi),
-                        Err(e) => {
-                            audit.orphan(format!("payment intent row {seq}: {e}"));
-                            None
-                        }
-                    };
-                    let next = IntentSum {
-                        seq,
-                        intent,
-                        balances: PaymentBalances::default(),
-                        postings: BTreeSet::new(),
-                        refunds_total: row.try_get(2)?,
-                        refunds: row.try_get(3)?,
-                    };
-                    if let Some(done) = current.replace(next) {
-                        done.finish(&mut audit);
-                    }
-                }
-                let Some(cur) = current.as_mut() else { continue };
-                let posting_id: Option<String> = row.try_get(4)?;
-                let Some(posting_id) = posting_id else { continue };
-                let account_name: String = row.try_get(5)?;
-                let amount: i64 = row.try_get(6)?;
-                let currency: String = row.try_get(7)?;
-                if cur.intent.as_ref().is_some_and(|pi| pi.currency.code() != currency) {
-                    cur.balances.other_currency_legs += 1;
-                }
-                // Unknown accounts were reported in pass 1.
-                if let Some(account) = Account::parse(&account_name) {
-                    cur.balances.add(account, amount as i128);
-                }
-                cur.postings.insert(posting_id);
-            }
-            if let Some(done) = current.take() {
-                done.finish(&mut audit);
-            }
-        }
-
-        // Pass 3: facts that belong to no payment.
-        {
-            let mut rows = sqlx::query(
-                "SELECT e.merchant_id, e.payment_intent, COUNT(*) FROM ledger_entries e \
-                 WHERE NOT EXISTS (SELECT 1 FROM payment_intents p \
-                                   WHERE p.id = e.payment_intent AND p.merchant_id = e.merchant_id) \
-                 GROUP BY e.merchant_id, e.payment_intent",
-            )
-            .fetch(&mut *tx);
-            while let Some(row) = rows.try_next().await? {
-                let merchant: String = row.try_get(0)?;
-                let pi: String = row.try_get(1)?;
-                let n: i64 = row.try_get(2)?;
-                audit.orphan(format!("{n} ledger entr{} of {merchant} for unknown payment {pi}", if n == 1 { "y" } else { "ies" }));
-            }
-        }
-        {
-            let mut rows = sqlx::query(
-                "SELECT r.id, r.merchant_id, r.payment_intent FROM refunds r \
-                 WHERE NOT EXISTS (SELECT 1 FROM payment_intents p \
-                                   WHERE p.id = r.payment_intent AND p.merchant_id = r.merchant_id)",
-            )
-            .fetch(&mut *tx);
-            while let Some(row) = rows.try_next().await? {
-                let id: String = row.try_get(0)?;
-                let merchant: String = row.try_get(1)?;
-                let pi: String = row.try_get(2)?;
-                audit.orphan(format!("refund {id} of {merchant} is for unknown payment {pi}"));
-            }
-        }
+        crate::audit::postings(sqlx::query_as(crate::audit::POSTINGS_SQL).fetch(&mut *tx), &mut audit).await?;
+        crate::audit::intents(sqlx::query_as(crate::audit::INTENTS_SQL).fetch(&mut *tx), &mut audit).await?;
+        crate::audit::orphan_entries(sqlx::query_as(crate::audit::ORPHAN_ENTRIES_SQL).fetch(&mut *tx), &mut audit).await?;
+        crate::audit::orphan_refunds(sqlx::query_as(crate::audit::ORPHAN_REFUNDS_SQL).fetch(&mut *tx), &mut audit).await?;
         tx.rollback().await?;
         Ok(audit.finish())
     }
