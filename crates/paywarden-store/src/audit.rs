@@ -11,8 +11,7 @@ use paywarden_core::{Account, Currency, PaymentIntent};
 use crate::StoreError;
 
 /// Every leg in posting order: (posting, merchant, currency, account, amount).
-pub(crate) const POSTINGS_SQL: &str =
-    "SELECT posting_id, merchant_id, currency, account, amount FROM ledger_entries ORDER BY posting_id, leg";
+pub(crate) const POSTINGS_SQL: &str = "SELECT posting_id, merchant_id, currency, account, amount FROM ledger_entries ORDER BY posting_id, leg";
 type LegRow = (String, String, String, String, i64);
 
 /// Every intent with its refund objects' total and count and each of its legs (NULLs for an
@@ -26,7 +25,16 @@ pub(crate) const INTENTS_SQL: &str = "SELECT p.seq, p.data, \
      FROM payment_intents p \
      LEFT JOIN ledger_entries e ON e.payment_intent = p.id AND e.merchant_id = p.merchant_id \
      ORDER BY p.seq";
-type IntentRow = (i64, String, i64, i64, Option<String>, Option<String>, Option<i64>, Option<String>);
+type IntentRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// Legs of unknown payments: (merchant, payment, count).
 pub(crate) const ORPHAN_ENTRIES_SQL: &str = "SELECT e.merchant_id, e.payment_intent, COUNT(*) FROM ledger_entries e \
@@ -50,16 +58,28 @@ struct PostingSum {
 
 impl PostingSum {
     fn new(id: String) -> PostingSum {
-        PostingSum { id, currency: None, mixed_currencies: false, legs: 0, sum: 0 }
+        PostingSum {
+            id,
+            currency: None,
+            mixed_currencies: false,
+            legs: 0,
+            sum: 0,
+        }
     }
 
     fn finish(self, audit: &mut Audit) {
         if self.mixed_currencies {
-            audit.orphan(format!("posting {} mixes currencies across its legs", self.id));
+            audit.orphan(format!(
+                "posting {} mixes currencies across its legs",
+                self.id
+            ));
         }
         match self.currency {
             Some(c) => audit.posting(&self.id, c, self.legs, self.sum),
-            None => audit.orphan(format!("posting {} has no leg in a known currency", self.id)),
+            None => audit.orphan(format!(
+                "posting {} has no leg in a known currency",
+                self.id
+            )),
         }
     }
 }
@@ -79,14 +99,16 @@ impl IntentSum {
         let Some(pi) = self.intent else { return };
         self.balances.postings = self.postings.len() as u64;
         let refunds_total = u64::try_from(self.refunds_total).unwrap_or_else(|_| {
-            audit.orphan(format!("{}: its refund objects total a negative {}", pi.id, self.refunds_total));
+            audit.orphan(format!(
+                "{}: its refund objects total a negative {}",
+                pi.id, self.refunds_total
+            ));
             0
         });
         let refunds = u64::try_from(self.refunds).unwrap_or(0);
         audit.payment(&pi, &self.balances, refunds_total, refunds);
     }
 }
-
 
 /// Pass 1: every posting's legs, and every account's balance.
 pub(crate) async fn postings<S>(mut rows: S, audit: &mut Audit) -> Result<(), StoreError>
@@ -107,7 +129,9 @@ where
         let currency = match Currency::parse(&code) {
             Ok(c) => c,
             Err(_) => {
-                audit.orphan(format!("posting {posting_id} has a leg in unknown currency '{code}'"));
+                audit.orphan(format!(
+                    "posting {posting_id} has a leg in unknown currency '{code}'"
+                ));
                 continue;
             }
         };
@@ -117,8 +141,12 @@ where
             Some(_) => {}
         }
         match Account::parse(&account_name) {
-            Some(account) => *accounts.entry((merchant, currency, account)).or_default() += amount as i128,
-            None => audit.orphan(format!("posting {posting_id} has a leg on unknown account '{account_name}'")),
+            Some(account) => {
+                *accounts.entry((merchant, currency, account)).or_default() += amount as i128
+            }
+            None => audit.orphan(format!(
+                "posting {posting_id} has a leg on unknown account '{account_name}'"
+            )),
         }
     }
     if let Some(done) = current.take() {
@@ -136,23 +164,52 @@ where
     S: Stream<Item = Result<IntentRow, sqlx::Error>> + Unpin,
 {
     let mut current: Option<IntentSum> = None;
-    while let Some((seq, data, refunds_total, refunds, posting_id, account_name, amount, currency)) = rows.try_next().await? {
+    while let Some((
+        seq,
+        data,
+        refunds_total,
+        refunds,
+        posting_id,
+        account_name,
+        amount,
+        currency,
+    )) = rows.try_next().await?
+    {
         if current.as_ref().is_none_or(|c| c.seq != seq) {
             let intent = match serde_json::from_str::<PaymentIntent>(&data) {
                 Ok(pi) => Some(pi),
                 Err(e) => {
-                    audit.orphan(format!("payment intent row {seq}: a stored payment_intent does not parse: {e}"));
+                    audit.orphan(format!(
+                        "payment intent row {seq}: a stored payment_intent does not parse: {e}"
+                    ));
                     None
                 }
             };
-            let next = IntentSum { seq, intent, balances: PaymentBalances::default(), postings: BTreeSet::new(), refunds_total, refunds };
+            let next = IntentSum {
+                seq,
+                intent,
+                balances: PaymentBalances::default(),
+                postings: BTreeSet::new(),
+                refunds_total,
+                refunds,
+            };
             if let Some(done) = current.replace(next) {
                 done.finish(audit);
             }
         }
-        let Some(cur) = current.as_mut() else { continue };
-        let (Some(posting_id), Some(account_name), Some(amount), Some(currency)) = (posting_id, account_name, amount, currency) else { continue };
-        if cur.intent.as_ref().is_some_and(|pi| pi.currency.code() != currency) {
+        let Some(cur) = current.as_mut() else {
+            continue;
+        };
+        let (Some(posting_id), Some(account_name), Some(amount), Some(currency)) =
+            (posting_id, account_name, amount, currency)
+        else {
+            continue;
+        };
+        if cur
+            .intent
+            .as_ref()
+            .is_some_and(|pi| pi.currency.code() != currency)
+        {
             cur.balances.other_currency_legs += 1;
         }
         // Unknown accounts were reported in pass 1.
@@ -173,7 +230,10 @@ where
     S: Stream<Item = Result<(String, String, i64), sqlx::Error>> + Unpin,
 {
     while let Some((merchant, pi, n)) = rows.try_next().await? {
-        audit.orphan(format!("{n} ledger entr{} of {merchant} for unknown payment {pi}", if n == 1 { "y" } else { "ies" }));
+        audit.orphan(format!(
+            "{n} ledger entr{} of {merchant} for unknown payment {pi}",
+            if n == 1 { "y" } else { "ies" }
+        ));
     }
     Ok(())
 }
@@ -184,7 +244,9 @@ where
     S: Stream<Item = Result<(String, String, String), sqlx::Error>> + Unpin,
 {
     while let Some((id, merchant, pi)) = rows.try_next().await? {
-        audit.orphan(format!("refund {id} of {merchant} is for unknown payment {pi}"));
+        audit.orphan(format!(
+            "refund {id} of {merchant} is for unknown payment {pi}"
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use paywarden_core::{Charge, PaymentIntent};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use crate::{ConflictKind, StoreError, Write, WriteBatch, WriteError};
@@ -35,7 +35,9 @@ impl std::fmt::Display for Fallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fallback::Sql(e) => write!(f, "a statement failed: {e}"),
-            Fallback::Unexpected(table) => write!(f, "{table} changed another number of rows than checked"),
+            Fallback::Unexpected(table) => {
+                write!(f, "{table} changed another number of rows than checked")
+            }
         }
     }
 }
@@ -52,7 +54,11 @@ pub(crate) fn eligible(batches: &[WriteBatch]) -> bool {
     batches.iter().flat_map(|b| &b.ops).all(|op| {
         !matches!(
             op,
-            Write::Merchant(_) | Write::ApiKey(_) | Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } | Write::ClaimDeliveries { .. }
+            Write::Merchant(_)
+                | Write::ApiKey(_)
+                | Write::WebhookEndpoint(_)
+                | Write::DeleteWebhookEndpoint { .. }
+                | Write::ClaimDeliveries { .. }
         )
     })
 }
@@ -83,9 +89,11 @@ impl From<i64> for Arg {
 
 /// Converts a stored count to a column value; a count past i64 is a corrupt object.
 fn int(what: &str, v: u64) -> Result<Arg, WriteError> {
-    i64::try_from(v)
-        .map(Arg::Int)
-        .map_err(|_| WriteError::Store(StoreError::Corrupt(format!("{what} {v} does not fit a signed 64-bit column"))))
+    i64::try_from(v).map(Arg::Int).map_err(|_| {
+        WriteError::Store(StoreError::Corrupt(format!(
+            "{what} {v} does not fit a signed 64-bit column"
+        )))
+    })
 }
 
 #[derive(Default)]
@@ -110,7 +118,10 @@ struct Known {
     keys: HashMap<(String, String), i64>,
 }
 
-pub(crate) async fn apply(conn: &mut SqliteConnection, batches: &[WriteBatch]) -> Result<Vec<Result<(), WriteError>>, Fallback> {
+pub(crate) async fn apply(
+    conn: &mut SqliteConnection,
+    batches: &[WriteBatch],
+) -> Result<Vec<Result<(), WriteError>>, Fallback> {
     let mut known = load_known(conn, batches).await?;
     let mut rows = Rows::default();
     let mut results = Vec::with_capacity(batches.len());
@@ -125,7 +136,10 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, batches: &[WriteBatch]) -
     Ok(results)
 }
 
-async fn load_known(conn: &mut SqliteConnection, batches: &[WriteBatch]) -> Result<Known, Fallback> {
+async fn load_known(
+    conn: &mut SqliteConnection,
+    batches: &[WriteBatch],
+) -> Result<Known, Fallback> {
     let mut intent_ids = Vec::new();
     let mut keys = Vec::new();
     for op in batches.iter().flat_map(|b| &b.ops) {
@@ -135,7 +149,10 @@ async fn load_known(conn: &mut SqliteConnection, batches: &[WriteBatch]) -> Resu
             _ => {}
         }
     }
-    let mut known = Known { intents: HashMap::new(), keys: HashMap::new() };
+    let mut known = Known {
+        intents: HashMap::new(),
+        keys: HashMap::new(),
+    };
     if !intent_ids.is_empty() {
         let found = sqlx::query(
             "SELECT id, merchant_id, version FROM payment_intents WHERE id IN (SELECT value FROM json_each(?1))",
@@ -145,7 +162,9 @@ async fn load_known(conn: &mut SqliteConnection, batches: &[WriteBatch]) -> Resu
         .await?;
         for r in found {
             let version: i64 = r.try_get(2)?;
-            known.intents.insert(r.try_get(0)?, (r.try_get(1)?, version as u64));
+            known
+                .intents
+                .insert(r.try_get(0)?, (r.try_get(1)?, version as u64));
         }
     }
     if !keys.is_empty() {
@@ -157,7 +176,9 @@ async fn load_known(conn: &mut SqliteConnection, batches: &[WriteBatch]) -> Resu
         .fetch_all(&mut *conn)
         .await?;
         for r in found {
-            known.keys.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            known
+                .keys
+                .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
         }
     }
     Ok(known)
@@ -178,18 +199,28 @@ fn check(batch: &WriteBatch, known: &Known) -> Result<(), WriteError> {
             Write::UpdateIntent(pi) => {
                 let current = match local.get(pi.id.as_str()) {
                     Some(v) => Some(*v),
-                    None => known.intents.get(&pi.id).filter(|(m, _)| *m == pi.merchant).map(|(_, v)| *v),
+                    None => known
+                        .intents
+                        .get(&pi.id)
+                        .filter(|(m, _)| *m == pi.merchant)
+                        .map(|(_, v)| *v),
                 };
                 if pi.version == 0 || current != Some(pi.version - 1) {
                     return Err(WriteError::Conflict(ConflictKind::IntentVersion));
                 }
                 local.insert(&pi.id, pi.version);
             }
-            Write::Idempotency { record, replaces_before } => {
-                if let Some(created) = known.keys.get(&(record.merchant.clone(), record.key.clone()))
-                    && *created >= *replaces_before {
-                        return Err(WriteError::Conflict(ConflictKind::IdempotencyKey));
-                    }
+            Write::Idempotency {
+                record,
+                replaces_before,
+            } => {
+                if let Some(created) = known
+                    .keys
+                    .get(&(record.merchant.clone(), record.key.clone()))
+                    && *created >= *replaces_before
+                {
+                    return Err(WriteError::Conflict(ConflictKind::IdempotencyKey));
+                }
             }
             Write::Postings(ps) => {
                 for p in ps {
@@ -207,10 +238,15 @@ fn remember(batch: &WriteBatch, known: &mut Known) {
     for op in &batch.ops {
         match op {
             Write::InsertIntent(pi) | Write::UpdateIntent(pi) => {
-                known.intents.insert(pi.id.clone(), (pi.merchant.clone(), pi.version));
+                known
+                    .intents
+                    .insert(pi.id.clone(), (pi.merchant.clone(), pi.version));
             }
             Write::Idempotency { record, .. } => {
-                known.keys.insert((record.merchant.clone(), record.key.clone()), record.created);
+                known.keys.insert(
+                    (record.merchant.clone(), record.key.clone()),
+                    record.created,
+                );
             }
             _ => {}
         }
@@ -218,7 +254,8 @@ fn remember(batch: &WriteBatch, known: &mut Known) {
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, WriteError> {
-    serde_json::to_string(v).map_err(|e| WriteError::Store(StoreError::Corrupt(format!("cannot encode: {e}"))))
+    serde_json::to_string(v)
+        .map_err(|e| WriteError::Store(StoreError::Corrupt(format!("cannot encode: {e}"))))
 }
 
 /// Adds an accepted batch's rows, whole or not at all: its payment methods and refunds are
@@ -234,7 +271,13 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
     for op in &batch.ops {
         match op {
             Write::Event(e) => {
-                events.push(vec![e.id.as_str().into(), e.merchant.as_str().into(), e.kind.as_str().into(), e.created.into(), e.json.as_str().into()]);
+                events.push(vec![
+                    e.id.as_str().into(),
+                    e.merchant.as_str().into(),
+                    e.kind.as_str().into(),
+                    e.created.into(),
+                    e.json.as_str().into(),
+                ]);
             }
             Write::Delivery(d) => deliveries.push(vec![
                 d.endpoint.as_str().into(),
@@ -248,10 +291,15 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
                 d.last_error.clone().map_or(Arg::Null, Arg::Text),
             ]),
             // Not eligible for this path (see `eligible`).
-            Write::WebhookEndpoint(_) | Write::DeleteWebhookEndpoint { .. } | Write::ClaimDeliveries { .. } => {}
-            Write::PaymentMethod(pm) => {
-                pms.push(vec![pm.id.as_str().into(), pm.merchant.as_str().into(), pm.created.into(), encode(pm)?.into()])
-            }
+            Write::WebhookEndpoint(_)
+            | Write::DeleteWebhookEndpoint { .. }
+            | Write::ClaimDeliveries { .. } => {}
+            Write::PaymentMethod(pm) => pms.push(vec![
+                pm.id.as_str().into(),
+                pm.merchant.as_str().into(),
+                pm.created.into(),
+                encode(pm)?.into(),
+            ]),
             Write::InsertRefund(r) => refunds.push(vec![
                 r.id.as_str().into(),
                 r.merchant.as_str().into(),
@@ -289,7 +337,11 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
                 ],
             )),
             // Encoded in `write`, once per group for their last state.
-            Write::InsertIntent(_) | Write::UpdateIntent(_) | Write::Charge(_) | Write::Merchant(_) | Write::ApiKey(_) => {}
+            Write::InsertIntent(_)
+            | Write::UpdateIntent(_)
+            | Write::Charge(_)
+            | Write::Merchant(_)
+            | Write::ApiKey(_) => {}
         }
     }
     for op in &batch.ops {
@@ -306,10 +358,9 @@ fn stage(batch: &WriteBatch, rows: &mut Rows) -> Result<(), WriteError> {
                     rows.intents.insert(pi.id.clone(), (false, pi.clone()));
                 }
             },
-            Write::Charge(c)
-                if rows.charges.insert(c.id.clone(), c.clone()).is_none() => {
-                    rows.charge_order.push(c.id.clone());
-                }
+            Write::Charge(c) if rows.charges.insert(c.id.clone(), c.clone()).is_none() => {
+                rows.charge_order.push(c.id.clone());
+            }
             _ => {}
         }
     }
@@ -331,13 +382,23 @@ const BOUND_VALUES_MAX: usize = 32_766;
 
 /// Runs `head (?,..),(?,..) tail` over all rows, in chunks that respect [`BOUND_VALUES_MAX`],
 /// and checks that every row was written.
-async fn run(conn: &mut SqliteConnection, head: &str, tail: &str, cols: usize, rows: Vec<Vec<Arg>>, what: &'static str) -> Result<(), Fallback> {
+async fn run(
+    conn: &mut SqliteConnection,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: Vec<Vec<Arg>>,
+    what: &'static str,
+) -> Result<(), Fallback> {
     let per_statement = (BOUND_VALUES_MAX / cols).max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per_statement).collect();
         let tuple = format!("({})", vec!["?"; cols].join(","));
-        let sql = format!("{head}{}{tail}", vec![tuple.as_str(); chunk.len()].join(","));
+        let sql = format!(
+            "{head}{}{tail}",
+            vec![tuple.as_str(); chunk.len()].join(",")
+        );
         let n = chunk.len() as u64;
         let mut q = sqlx::query(&sql);
         for arg in chunk.into_iter().flatten() {
@@ -360,25 +421,58 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
     for id in &rows.intent_order {
-        let Some((insert, pi)) = rows.intents.remove(id) else { continue };
-        let version = i64::try_from(pi.version).map_err(|_| Fallback::Unexpected("intent version"))?;
+        let Some((insert, pi)) = rows.intents.remove(id) else {
+            continue;
+        };
+        let version =
+            i64::try_from(pi.version).map_err(|_| Fallback::Unexpected("intent version"))?;
         let data = enc(encode(&pi))?;
         if insert {
-            inserts.push(vec![pi.id.into(), pi.merchant.into(), pi.created.into(), version.into(), pi.status.as_str().into(), data.into()]);
+            inserts.push(vec![
+                pi.id.into(),
+                pi.merchant.into(),
+                pi.created.into(),
+                version.into(),
+                pi.status.as_str().into(),
+                data.into(),
+            ]);
         } else {
-            updates.push(vec![pi.id.into(), pi.merchant.into(), version.into(), pi.status.as_str().into(), data.into()]);
+            updates.push(vec![
+                pi.id.into(),
+                pi.merchant.into(),
+                version.into(),
+                pi.status.as_str().into(),
+                data.into(),
+            ]);
         }
     }
     let mut charges = Vec::new();
     for id in &rows.charge_order {
         if let Some(c) = rows.charges.remove(id) {
             let data = enc(encode(&c))?;
-            charges.push(vec![c.id.into(), c.merchant.into(), c.created.into(), data.into()]);
+            charges.push(vec![
+                c.id.into(),
+                c.merchant.into(),
+                c.created.into(),
+                data.into(),
+            ]);
         }
     }
-    let keys: Vec<Vec<Arg>> = rows.idempotency_order.iter().filter_map(|k| rows.idempotency.remove(k)).collect();
+    let keys: Vec<Vec<Arg>> = rows
+        .idempotency_order
+        .iter()
+        .filter_map(|k| rows.idempotency.remove(k))
+        .collect();
 
-    run(conn, "INSERT INTO payment_methods (id, merchant_id, created, data) VALUES ", "", 4, rows.payment_methods, "payment_methods").await?;
+    run(
+        conn,
+        "INSERT INTO payment_methods (id, merchant_id, created, data) VALUES ",
+        "",
+        4,
+        rows.payment_methods,
+        "payment_methods",
+    )
+    .await?;
     run(
         conn,
         "INSERT INTO payment_intents (id, merchant_id, created, version, status, data) VALUES ",
@@ -406,7 +500,15 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
         "charges",
     )
     .await?;
-    run(conn, "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) VALUES ", "", 6, rows.refunds, "refunds").await?;
+    run(
+        conn,
+        "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) VALUES ",
+        "",
+        6,
+        rows.refunds,
+        "refunds",
+    )
+    .await?;
     run(
         conn,
         "INSERT INTO ledger_entries (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) VALUES ",
@@ -426,7 +528,15 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
         "idempotency_keys",
     )
     .await?;
-    run(conn, "INSERT INTO events (id, merchant_id, type, created, data) VALUES ", "", 5, rows.events, "events").await?;
+    run(
+        conn,
+        "INSERT INTO events (id, merchant_id, type, created, data) VALUES ",
+        "",
+        5,
+        rows.events,
+        "events",
+    )
+    .await?;
     // A delivery whose endpoint was deleted meanwhile changes no row: the check sends the
     // group to the slow path, where that is no error.
     run(

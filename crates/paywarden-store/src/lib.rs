@@ -13,8 +13,11 @@ use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Time
 
 mod audit;
 mod bulk;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,14 +196,20 @@ pub enum Write {
     /// Inserts the record unless the key already has one created at or after
     /// `replaces_before` (an older one has expired and is replaced). A live one is a
     /// [`WriteError::Conflict`].
-    Idempotency { record: IdempotencyRecord, replaces_before: Timestamp },
+    Idempotency {
+        record: IdempotencyRecord,
+        replaces_before: Timestamp,
+    },
     /// A new event (the outbox; its deliveries are claimed later, see [`Unclaimed`]).
     Event(EventRecord),
     /// Inserts or replaces an endpoint (never another merchant's). A new endpoint's cursor
     /// starts at the newest event, and so does a disabled one's when it is enabled again.
     WebhookEndpoint(WebhookEndpointRecord),
     /// Deletes an endpoint and the deliveries still pending to it.
-    DeleteWebhookEndpoint { merchant: String, id: String },
+    DeleteWebhookEndpoint {
+        merchant: String,
+        id: String,
+    },
     /// The outcome of a delivery attempt (replaces the row's state).
     Delivery(Delivery),
     /// Queues an endpoint's next deliveries: moves its cursor from `after_seq` to
@@ -208,7 +217,13 @@ pub enum Write {
     /// [`WriteError::Conflict`] ([`ConflictKind::Claimed`]): another delivery loop over the
     /// same database claimed them, and only one sends them. Claims nothing for an endpoint
     /// deleted meanwhile.
-    ClaimDeliveries { endpoint: String, merchant: String, after_seq: i64, through_seq: i64, deliveries: Vec<Delivery> },
+    ClaimDeliveries {
+        endpoint: String,
+        merchant: String,
+        after_seq: i64,
+        through_seq: i64,
+        deliveries: Vec<Delivery>,
+    },
 }
 
 /// Changes that commit together or not at all.
@@ -304,10 +319,26 @@ pub trait Store: Send + Sync + 'static {
     async fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>, StoreError>;
     async fn merchants_count(&self) -> Result<u64, StoreError>;
 
-    async fn payment_method(&self, merchant: &str, id: &str) -> Result<Option<PaymentMethod>, StoreError>;
-    async fn list_payment_methods(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentMethod>, StoreError>;
-    async fn payment_intent(&self, merchant: &str, id: &str) -> Result<Option<PaymentIntent>, StoreError>;
-    async fn list_payment_intents(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentIntent>, StoreError>;
+    async fn payment_method(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<PaymentMethod>, StoreError>;
+    async fn list_payment_methods(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<PaymentMethod>, StoreError>;
+    async fn payment_intent(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<PaymentIntent>, StoreError>;
+    async fn list_payment_intents(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<PaymentIntent>, StoreError>;
     async fn charge(&self, merchant: &str, id: &str) -> Result<Option<Charge>, StoreError>;
     async fn refund(&self, merchant: &str, id: &str) -> Result<Option<Refund>, StoreError>;
     async fn list_refunds(
@@ -316,25 +347,53 @@ pub trait Store: Send + Sync + 'static {
         payment_intent: Option<&str>,
         page: &Page,
     ) -> Result<PageOf<Refund>, StoreError>;
-    async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn idempotency(
+        &self,
+        merchant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError>;
     /// Events newest first, optionally of one type.
-    async fn list_events(&self, merchant: &str, kind: Option<&str>, page: &Page) -> Result<PageOf<EventRecord>, StoreError>;
-    async fn webhook_endpoint(&self, merchant: &str, id: &str) -> Result<Option<WebhookEndpointRecord>, StoreError>;
-    async fn list_webhook_endpoints(&self, merchant: &str, page: &Page) -> Result<PageOf<WebhookEndpointRecord>, StoreError>;
+    async fn list_events(
+        &self,
+        merchant: &str,
+        kind: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<EventRecord>, StoreError>;
+    async fn webhook_endpoint(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<WebhookEndpointRecord>, StoreError>;
+    async fn list_webhook_endpoints(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<WebhookEndpointRecord>, StoreError>;
     /// For each enabled endpoint with events after its cursor: the next at most `per_endpoint`
     /// events it wants, looking at most `scan_max` events past the cursor.
-    async fn unclaimed(&self, per_endpoint: u32, scan_max: u32) -> Result<Vec<Unclaimed>, StoreError>;
+    async fn unclaimed(
+        &self,
+        per_endpoint: u32,
+        scan_max: u32,
+    ) -> Result<Vec<Unclaimed>, StoreError>;
     /// How many deliveries of this event are still to be made: queued and pending (also to an
     /// endpoint disabled since: they resume if it is enabled again), or not yet claimed by an
     /// enabled endpoint.
     async fn pending_webhooks(&self, merchant: &str, event: &str) -> Result<u64, StoreError>;
     /// Pending deliveries to enabled endpoints whose next attempt is at or before `now_ms`,
     /// soonest first, at most `limit`.
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<DueDelivery>, StoreError>;
+    async fn due_deliveries(&self, now_ms: i64, limit: u32)
+    -> Result<Vec<DueDelivery>, StoreError>;
     /// A merchant's deliveries of one event, or to one endpoint (newest first), at most `limit`.
-    async fn deliveries(&self, merchant: &str, event: Option<&str>, endpoint: Option<&str>, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    async fn deliveries(
+        &self,
+        merchant: &str,
+        event: Option<&str>,
+        endpoint: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
     /// Deliveries still pending, all merchants, queued or not yet claimed by an enabled
     /// endpoint (the outbox's backlog, for `/metrics`).
     async fn pending_deliveries(&self) -> Result<u64, StoreError>;

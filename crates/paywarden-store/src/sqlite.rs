@@ -65,9 +65,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, MerchantRow, ScannedRow};
 use crate::{
-    ApiKeyRecord, ConflictKind, Delivery, DeliveryState, DueDelivery, EventRecord, Unclaimed, IdempotencyRecord, Merchant, Page,
-    PageOf, Store, StoreError, StoreStats, WebhookEndpointRecord, Write, WriteBatch, WriteError,
+    ApiKeyRecord, ConflictKind, Delivery, DueDelivery, EventRecord, IdempotencyRecord, Merchant,
+    Page, PageOf, Store, StoreError, StoreStats, Unclaimed, WebhookEndpointRecord, Write,
+    WriteBatch, WriteError,
 };
 
 /// The database file's name inside the data directory.
@@ -77,7 +79,7 @@ pub const DB_FILE: &str = "paywarden.db";
 pub const PURGE_CHUNK_ROWS: i64 = 1000;
 
 /// Most rows a list returns ([`Page::limit`] is clamped to `1..=PAGE_LIMIT_MAX`).
-const PAGE_LIMIT_MAX: u32 = 100;
+pub(crate) const PAGE_LIMIT_MAX: u32 = 100;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -148,8 +150,14 @@ type PurgeReply = oneshot::Sender<Result<u64, StoreError>>;
 
 /// What the writer task is asked to do.
 enum Job {
-    Batch { batch: WriteBatch, reply: BatchReply },
-    Purge { before: Timestamp, reply: PurgeReply },
+    Batch {
+        batch: WriteBatch,
+        reply: BatchReply,
+    },
+    Purge {
+        before: Timestamp,
+        reply: PurgeReply,
+    },
 }
 
 /// A purge in progress: it advances one chunk per writer turn.
@@ -213,7 +221,10 @@ impl SqliteStore {
             "PRAGMA foreign_keys = ON".to_string(),
             format!("PRAGMA busy_timeout = {busy_ms}"),
             format!("PRAGMA cache_size = -{}", opts.writer_cache_kib),
-            format!("PRAGMA wal_autocheckpoint = {}", opts.wal_autocheckpoint_pages),
+            format!(
+                "PRAGMA wal_autocheckpoint = {}",
+                opts.wal_autocheckpoint_pages
+            ),
         ] {
             sqlx::query(&pragma).execute(&mut conn).await?;
         }
@@ -237,7 +248,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(busy)
             .pragma("cache_size", format!("-{}", opts.reader_cache_kib));
-        let readers = SqlitePoolOptions::new().max_connections(readers_max).connect_with(reader_opts).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(readers_max)
+            .connect_with(reader_opts)
+            .await?;
         {
             let mut reader = readers.acquire().await?;
             let rp = read_pragmas(&mut reader).await?;
@@ -254,15 +268,38 @@ impl SqliteStore {
 
         let alive = Arc::new(());
         let checkpoint_conn = SqliteConnection::connect_with(&writer_opts).await?;
-        tokio::spawn(checkpoint_loop(checkpoint_conn, opts.checkpoint_interval, Arc::downgrade(&alive)));
+        tokio::spawn(checkpoint_loop(
+            checkpoint_conn,
+            opts.checkpoint_interval,
+            Arc::downgrade(&alive),
+        ));
 
         let (jobs, rx) = mpsc::channel(queue_max);
         let counters = Arc::new(Counters::default());
-        let writer = Writer { conn, rx, batch_max, counters: counters.clone(), purges: VecDeque::new() };
+        let writer = Writer {
+            conn,
+            rx,
+            batch_max,
+            counters: counters.clone(),
+            purges: VecDeque::new(),
+        };
         let writer = tokio::spawn(writer.run());
-        info!(writer_queue_max = queue_max, batch_max, "sqlite group-commit writer started");
+        info!(
+            writer_queue_max = queue_max,
+            batch_max, "sqlite group-commit writer started"
+        );
 
-        Ok(SqliteStore { path, readers, jobs, writer, _alive: alive, queue_max, readers_max, counters, pragmas })
+        Ok(SqliteStore {
+            path,
+            readers,
+            jobs,
+            writer,
+            _alive: alive,
+            queue_max,
+            readers_max,
+            counters,
+            pragmas,
+        })
     }
 
     /// The database file.
@@ -278,7 +315,13 @@ impl SqliteStore {
     /// Closes the readers, lets the writer finish every queued batch, and waits until its
     /// connection is closed.
     pub async fn close(self) {
-        let SqliteStore { readers, jobs, writer, _alive, .. } = self;
+        let SqliteStore {
+            readers,
+            jobs,
+            writer,
+            _alive,
+            ..
+        } = self;
         drop(_alive);
         readers.close().await;
         drop(jobs);
@@ -287,10 +330,21 @@ impl SqliteStore {
         }
     }
 
-    async fn get_object<T: DeserializeOwned>(&self, table: Table, merchant: &str, id: &str) -> Result<Option<T>, StoreError> {
-        let sql = format!("SELECT data FROM {} WHERE id = ?1 AND merchant_id = ?2", table.name);
-        let data: Option<String> =
-            sqlx::query_scalar(&sql).bind(id).bind(merchant).fetch_optional(&self.readers).await?;
+    async fn get_object<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = format!(
+            "SELECT data FROM {} WHERE id = ?1 AND merchant_id = ?2",
+            table.name
+        );
+        let data: Option<String> = sqlx::query_scalar(&sql)
+            .bind(id)
+            .bind(merchant)
+            .fetch_optional(&self.readers)
+            .await?;
         data.map(|d| decode(table, &d)).transpose()
     }
 
@@ -302,13 +356,26 @@ impl SqliteStore {
         page: &Page,
     ) -> Result<PageOf<T>, StoreError> {
         let raw = self.list_raw(table, merchant, filter, page).await?;
-        let data = raw.data.iter().map(|d| decode(table, d)).collect::<Result<Vec<T>, _>>()?;
-        Ok(PageOf { data, has_more: raw.has_more })
+        let data = raw
+            .data
+            .iter()
+            .map(|d| decode(table, d))
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(PageOf {
+            data,
+            has_more: raw.has_more,
+        })
     }
 
     /// A page of the stored `data` texts; `filter` is a (column, value) pair, the column one
     /// of our constants.
-    async fn list_raw(&self, table: Table, merchant: &str, filter: Option<(&'static str, &str)>, page: &Page) -> Result<PageOf<String>, StoreError> {
+    async fn list_raw(
+        &self,
+        table: Table,
+        merchant: &str,
+        filter: Option<(&'static str, &str)>,
+        page: &Page,
+    ) -> Result<PageOf<String>, StoreError> {
         let limit = page.limit.clamp(1, PAGE_LIMIT_MAX) as usize;
         let mut conn = self.readers.acquire().await?;
         let after = match &page.starting_after {
@@ -333,7 +400,11 @@ impl SqliteStore {
         // ending_before walks towards newer objects: take the `limit` closest to the cursor
         // (ascending), then turn them round to newest first.
         let ascending = before.is_some();
-        sql.push_str(if ascending { " ORDER BY seq ASC LIMIT ?" } else { " ORDER BY seq DESC LIMIT ?" });
+        sql.push_str(if ascending {
+            " ORDER BY seq ASC LIMIT ?"
+        } else {
+            " ORDER BY seq DESC LIMIT ?"
+        });
         let mut q = sqlx::query_scalar::<_, String>(&sql).bind(merchant);
         if let Some((_, value)) = filter {
             q = q.bind(value);
@@ -350,36 +421,74 @@ impl SqliteStore {
         if ascending {
             rows.reverse();
         }
-        Ok(PageOf { data: rows, has_more })
+        Ok(PageOf {
+            data: rows,
+            has_more,
+        })
     }
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Table {
-    name: &'static str,
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
     /// The object's name in errors (Stripe's `object`).
-    object: &'static str,
+    pub(crate) object: &'static str,
 }
 
-const PAYMENT_METHODS: Table = Table { name: "payment_methods", object: "payment_method" };
-const PAYMENT_INTENTS: Table = Table { name: "payment_intents", object: "payment_intent" };
-const CHARGES: Table = Table { name: "charges", object: "charge" };
-const REFUNDS: Table = Table { name: "refunds", object: "refund" };
-const EVENTS: Table = Table { name: "events", object: "event" };
-const WEBHOOK_ENDPOINTS: Table = Table { name: "webhook_endpoints", object: "webhook_endpoint" };
+pub(crate) const PAYMENT_METHODS: Table = Table {
+    name: "payment_methods",
+    object: "payment_method",
+};
+pub(crate) const PAYMENT_INTENTS: Table = Table {
+    name: "payment_intents",
+    object: "payment_intent",
+};
+pub(crate) const CHARGES: Table = Table {
+    name: "charges",
+    object: "charge",
+};
+pub(crate) const REFUNDS: Table = Table {
+    name: "refunds",
+    object: "refund",
+};
+pub(crate) const EVENTS: Table = Table {
+    name: "events",
+    object: "event",
+};
+pub(crate) const WEBHOOK_ENDPOINTS: Table = Table {
+    name: "webhook_endpoints",
+    object: "webhook_endpoint",
+};
 
-fn decode<T: DeserializeOwned>(table: Table, data: &str) -> Result<T, StoreError> {
-    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("a stored {} does not parse: {e}", table.object)))
+pub(crate) fn decode<T: DeserializeOwned>(table: Table, data: &str) -> Result<T, StoreError> {
+    serde_json::from_str(data)
+        .map_err(|e| StoreError::Corrupt(format!("a stored {} does not parse: {e}", table.object)))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot serialize an object: {e}")))
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot serialize an object: {e}")))
 }
 
-async fn cursor_seq(conn: &mut SqliteConnection, table: Table, merchant: &str, id: &str) -> Result<i64, StoreError> {
-    let sql = format!("SELECT seq FROM {} WHERE id = ?1 AND merchant_id = ?2", table.name);
-    let seq: Option<i64> = sqlx::query_scalar(&sql).bind(id).bind(merchant).fetch_optional(&mut *conn).await?;
-    seq.ok_or_else(|| StoreError::CursorNotFound { object: table.object, id: id.to_string() })
+async fn cursor_seq(
+    conn: &mut SqliteConnection,
+    table: Table,
+    merchant: &str,
+    id: &str,
+) -> Result<i64, StoreError> {
+    let sql = format!(
+        "SELECT seq FROM {} WHERE id = ?1 AND merchant_id = ?2",
+        table.name
+    );
+    let seq: Option<i64> = sqlx::query_scalar(&sql)
+        .bind(id)
+        .bind(merchant)
+        .fetch_optional(&mut *conn)
+        .await?;
+    seq.ok_or_else(|| StoreError::CursorNotFound {
+        object: table.object,
+        id: id.to_string(),
+    })
 }
 
 fn busy_timeout_ms(d: Duration) -> i64 {
@@ -387,10 +496,18 @@ fn busy_timeout_ms(d: Duration) -> i64 {
 }
 
 async fn read_pragmas(conn: &mut SqliteConnection) -> Result<SqlitePragmas, StoreError> {
-    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
-    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
-    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await?;
-    let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await?;
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?;
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await?;
+    let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await?;
     let synchronous = match synchronous {
         0 => "off".to_string(),
         1 => "normal".to_string(),
@@ -398,11 +515,19 @@ async fn read_pragmas(conn: &mut SqliteConnection) -> Result<SqlitePragmas, Stor
         3 => "extra".to_string(),
         n => n.to_string(),
     };
-    Ok(SqlitePragmas { journal_mode: journal_mode.to_ascii_lowercase(), synchronous, foreign_keys: foreign_keys == 1, busy_timeout_ms })
+    Ok(SqlitePragmas {
+        journal_mode: journal_mode.to_ascii_lowercase(),
+        synchronous,
+        foreign_keys: foreign_keys == 1,
+        busy_timeout_ms,
+    })
 }
 
 fn check_pragmas(who: &str, p: &SqlitePragmas, busy_ms: i64) -> Result<(), StoreError> {
-    let ok = p.journal_mode == "wal" && p.synchronous == "full" && p.foreign_keys && p.busy_timeout_ms == busy_ms;
+    let ok = p.journal_mode == "wal"
+        && p.synchronous == "full"
+        && p.foreign_keys
+        && p.busy_timeout_ms == busy_ms;
     if ok {
         Ok(())
     } else {
@@ -428,7 +553,10 @@ async fn checkpoint_loop(mut conn: SqliteConnection, every: Duration, alive: std
         if alive.upgrade().is_none() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
             debug!(error = %e, "background checkpoint failed; the next tick retries");
         }
     }
@@ -480,7 +608,11 @@ impl Writer {
     fn route(&mut self, job: Job, group: &mut Vec<(WriteBatch, BatchReply)>) {
         match job {
             Job::Batch { batch, reply } => group.push((batch, reply)),
-            Job::Purge { before, reply } => self.purges.push_back(PurgeJob { before, deleted: 0, reply }),
+            Job::Purge { before, reply } => self.purges.push_back(PurgeJob {
+                before,
+                deleted: 0,
+                reply,
+            }),
         }
     }
 
@@ -491,7 +623,9 @@ impl Writer {
             Ok(results) => {
                 let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters.batches_committed.fetch_add(ok, Ordering::Relaxed);
+                self.counters
+                    .batches_committed
+                    .fetch_add(ok, Ordering::Relaxed);
                 debug!(batches = size, ok, "sqlite group committed");
                 for (reply, result) in replies.into_iter().zip(results) {
                     // The requester may have gone away; the write is durable all the same.
@@ -512,7 +646,10 @@ impl Writer {
 
     /// Applies a group in one transaction. `Err` means the transaction as a whole failed
     /// (nothing of it is committed); `Ok` holds each batch's own outcome, after `COMMIT`.
-    async fn apply_group(&mut self, batches: &[WriteBatch]) -> Result<Vec<Result<(), WriteError>>, sqlx::Error> {
+    async fn apply_group(
+        &mut self,
+        batches: &[WriteBatch],
+    ) -> Result<Vec<Result<(), WriteError>>, sqlx::Error> {
         let conn = &mut self.conn;
         if crate::bulk::eligible(batches) {
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -550,7 +687,9 @@ impl Writer {
 
     /// Deletes one chunk for the oldest purge request; answers it when it is done.
     async fn purge_step(&mut self) {
-        let Some(job) = self.purges.front_mut() else { return };
+        let Some(job) = self.purges.front_mut() else {
+            return;
+        };
         let result = sqlx::query(
             "DELETE FROM idempotency_keys WHERE (merchant_id, key) IN \
              (SELECT merchant_id, key FROM idempotency_keys WHERE created < ?1 LIMIT ?2)",
@@ -562,14 +701,22 @@ impl Writer {
         let done = match result {
             Ok(r) => {
                 job.deleted += r.rows_affected();
-                if r.rows_affected() < PURGE_CHUNK_ROWS as u64 { Some(Ok(job.deleted)) } else { None }
+                if r.rows_affected() < PURGE_CHUNK_ROWS as u64 {
+                    Some(Ok(job.deleted))
+                } else {
+                    None
+                }
             }
             Err(e) => Some(Err(StoreError::from(e))),
         };
         let Some(result) = done else { return };
         if let Some(job) = self.purges.pop_front() {
             if let Ok(n) = &result {
-                info!(deleted = n, before = job.before, "purged expired idempotency records");
+                info!(
+                    deleted = n,
+                    before = job.before,
+                    "purged expired idempotency records"
+                );
             }
             let _ = job.reply.send(result);
         }
@@ -578,19 +725,25 @@ impl Writer {
 
 /// The error every batch of a failed group gets (sqlx errors do not clone).
 fn group_failure(e: &sqlx::Error) -> WriteError {
-    WriteError::Store(StoreError::Io(std::io::Error::other(format!("group commit failed, nothing written: {e}"))))
+    WriteError::Store(StoreError::Io(std::io::Error::other(format!(
+        "group commit failed, nothing written: {e}"
+    ))))
 }
 
 /// A statement's error as a batch outcome: a unique constraint is a conflict.
-fn write_err(e: sqlx::Error) -> WriteError {
+pub(crate) fn write_err(e: sqlx::Error) -> WriteError {
     if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
         return WriteError::Conflict(ConflictKind::Duplicate);
     }
     WriteError::Store(StoreError::Database(e))
 }
 
-fn to_i64(what: &str, v: u64) -> Result<i64, WriteError> {
-    i64::try_from(v).map_err(|_| WriteError::Store(StoreError::Corrupt(format!("{what} {v} does not fit a signed 64-bit column"))))
+pub(crate) fn to_i64(what: &str, v: u64) -> Result<i64, WriteError> {
+    i64::try_from(v).map_err(|_| {
+        WriteError::Store(StoreError::Corrupt(format!(
+            "{what} {v} does not fit a signed 64-bit column"
+        )))
+    })
 }
 
 async fn apply_batch(conn: &mut SqliteConnection, batch: &WriteBatch) -> Result<(), WriteError> {
@@ -615,18 +768,42 @@ async fn apply_op(conn: &mut SqliteConnection, op: &Write) -> Result<(), WriteEr
             }
             Ok(())
         }
-        Write::Idempotency { record, replaces_before } => upsert_idempotency(conn, record, *replaces_before).await,
+        Write::Idempotency {
+            record,
+            replaces_before,
+        } => upsert_idempotency(conn, record, *replaces_before).await,
         Write::Event(e) => insert_event(conn, e).await,
         Write::WebhookEndpoint(w) => upsert_endpoint(conn, w).await,
         Write::DeleteWebhookEndpoint { merchant, id } => delete_endpoint(conn, merchant, id).await,
         Write::Delivery(d) => update_delivery(conn, d).await,
-        Write::ClaimDeliveries { endpoint, merchant, after_seq, through_seq, deliveries } => {
-            claim(conn, endpoint, merchant, *after_seq, *through_seq, deliveries).await
+        Write::ClaimDeliveries {
+            endpoint,
+            merchant,
+            after_seq,
+            through_seq,
+            deliveries,
+        } => {
+            claim(
+                conn,
+                endpoint,
+                merchant,
+                *after_seq,
+                *through_seq,
+                deliveries,
+            )
+            .await
         }
     }
 }
 
-async fn claim(conn: &mut SqliteConnection, endpoint: &str, merchant: &str, after_seq: i64, through_seq: i64, deliveries: &[Delivery]) -> Result<(), WriteError> {
+async fn claim(
+    conn: &mut SqliteConnection,
+    endpoint: &str,
+    merchant: &str,
+    after_seq: i64,
+    through_seq: i64,
+    deliveries: &[Delivery],
+) -> Result<(), WriteError> {
     let r = sqlx::query("UPDATE webhook_endpoints SET cursor_seq = ?1 WHERE id = ?2 AND merchant_id = ?3 AND cursor_seq = ?4")
         .bind(through_seq)
         .bind(endpoint)
@@ -636,14 +813,20 @@ async fn claim(conn: &mut SqliteConnection, endpoint: &str, merchant: &str, afte
         .await
         .map_err(write_err)?;
     if r.rows_affected() == 0 {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2")
-            .bind(endpoint)
-            .bind(merchant)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(write_err)?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2",
+        )
+        .bind(endpoint)
+        .bind(merchant)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(write_err)?;
         // Deleted meanwhile: nothing to queue. Moved: claimed by another loop.
-        return if exists.is_some() { Err(WriteError::Conflict(ConflictKind::Claimed)) } else { Ok(()) };
+        return if exists.is_some() {
+            Err(WriteError::Conflict(ConflictKind::Claimed))
+        } else {
+            Ok(())
+        };
     }
     for d in deliveries {
         sqlx::query(
@@ -670,19 +853,24 @@ fn wants(filter: &str, type_col: &str) -> String {
 }
 
 async fn insert_event(conn: &mut SqliteConnection, e: &EventRecord) -> Result<(), WriteError> {
-    sqlx::query("INSERT INTO events (id, merchant_id, type, created, data) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(&e.id)
-        .bind(&e.merchant)
-        .bind(&e.kind)
-        .bind(e.created)
-        .bind(&e.json)
-        .execute(&mut *conn)
-        .await
-        .map_err(write_err)?;
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, type, created, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(&e.id)
+    .bind(&e.merchant)
+    .bind(&e.kind)
+    .bind(e.created)
+    .bind(&e.json)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
     Ok(())
 }
 
-async fn upsert_endpoint(conn: &mut SqliteConnection, w: &WebhookEndpointRecord) -> Result<(), WriteError> {
+async fn upsert_endpoint(
+    conn: &mut SqliteConnection,
+    w: &WebhookEndpointRecord,
+) -> Result<(), WriteError> {
     let r = sqlx::query(
         "INSERT INTO webhook_endpoints (id, merchant_id, created, url, status, events_filter, data, cursor_seq) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(seq), 0) FROM events)) \
@@ -708,7 +896,11 @@ async fn upsert_endpoint(conn: &mut SqliteConnection, w: &WebhookEndpointRecord)
     Ok(())
 }
 
-async fn delete_endpoint(conn: &mut SqliteConnection, merchant: &str, id: &str) -> Result<(), WriteError> {
+async fn delete_endpoint(
+    conn: &mut SqliteConnection,
+    merchant: &str,
+    id: &str,
+) -> Result<(), WriteError> {
     let r = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2")
         .bind(id)
         .bind(merchant)
@@ -746,29 +938,10 @@ async fn update_delivery(conn: &mut SqliteConnection, d: &Delivery) -> Result<()
     Ok(())
 }
 
-fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> Result<Delivery, StoreError> {
-    let state: String = r.try_get("state")?;
-    Ok(Delivery {
-        endpoint: r.try_get("endpoint_id")?,
-        event: r.try_get("event_id")?,
-        merchant: r.try_get("merchant_id")?,
-        state: DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_ms: r.try_get("next_attempt_at")?,
-        created_ms: r.try_get("created")?,
-        last_attempt_ms: r.try_get("last_attempt_at")?,
-        last_status: r.try_get::<Option<i64>, _>("last_status")?.and_then(|s| u16::try_from(s).ok()),
-        last_error: r.try_get("last_error")?,
-    })
-}
-
-fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
-    Ok(EventRecord { id: r.try_get("id")?, merchant: r.try_get("merchant_id")?, kind: r.try_get("type")?, created: r.try_get("created")?, json: r.try_get("data")? })
-}
-
 /// An event from its stored JSON (a listed page holds only that).
-fn event_from_json(merchant: &str, json: String) -> Result<EventRecord, StoreError> {
-    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("a stored event does not parse: {e}")))?;
+pub(crate) fn event_from_json(merchant: &str, json: String) -> Result<EventRecord, StoreError> {
+    let v: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("a stored event does not parse: {e}")))?;
     Ok(EventRecord {
         id: v["id"].as_str().unwrap_or_default().to_string(),
         merchant: merchant.to_string(),
@@ -790,26 +963,33 @@ async fn insert_merchant(conn: &mut SqliteConnection, m: &Merchant) -> Result<()
 }
 
 async fn insert_api_key(conn: &mut SqliteConnection, k: &ApiKeyRecord) -> Result<(), WriteError> {
-    sqlx::query("INSERT INTO api_keys (hash, merchant_id, prefix, created) VALUES (?1, ?2, ?3, ?4)")
-        .bind(&k.hash[..])
-        .bind(&k.merchant)
-        .bind(&k.prefix)
-        .bind(k.created)
-        .execute(&mut *conn)
-        .await
-        .map_err(write_err)?;
+    sqlx::query(
+        "INSERT INTO api_keys (hash, merchant_id, prefix, created) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&k.hash[..])
+    .bind(&k.merchant)
+    .bind(&k.prefix)
+    .bind(k.created)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
     Ok(())
 }
 
-async fn insert_payment_method(conn: &mut SqliteConnection, pm: &PaymentMethod) -> Result<(), WriteError> {
-    sqlx::query("INSERT INTO payment_methods (id, merchant_id, created, data) VALUES (?1, ?2, ?3, ?4)")
-        .bind(&pm.id)
-        .bind(&pm.merchant)
-        .bind(pm.created)
-        .bind(encode(pm)?)
-        .execute(&mut *conn)
-        .await
-        .map_err(write_err)?;
+async fn insert_payment_method(
+    conn: &mut SqliteConnection,
+    pm: &PaymentMethod,
+) -> Result<(), WriteError> {
+    sqlx::query(
+        "INSERT INTO payment_methods (id, merchant_id, created, data) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&pm.id)
+    .bind(&pm.merchant)
+    .bind(pm.created)
+    .bind(encode(pm)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?;
     Ok(())
 }
 
@@ -958,49 +1138,64 @@ async fn upsert_idempotency(
     Ok(())
 }
 
-fn row_to_merchant(row: &sqlx::sqlite::SqliteRow) -> Result<Merchant, StoreError> {
-    Ok(Merchant { id: row.try_get("id")?, name: row.try_get("name")?, created: row.try_get("created")? })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn merchant_by_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Merchant>, StoreError> {
-        let row = sqlx::query(
+        let row: Option<MerchantRow> = sqlx::query_as(
             "SELECT m.id, m.name, m.created FROM api_keys k JOIN merchants m ON m.id = k.merchant_id \
              WHERE k.hash = ?1",
         )
         .bind(&hash[..])
         .fetch_optional(&self.readers)
         .await?;
-        row.as_ref().map(row_to_merchant).transpose()
+        Ok(row.map(Merchant::from))
     }
 
     async fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>, StoreError> {
-        let row = sqlx::query("SELECT id, name, created FROM merchants WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.readers)
-            .await?;
-        row.as_ref().map(row_to_merchant).transpose()
+        let row: Option<MerchantRow> =
+            sqlx::query_as("SELECT id, name, created FROM merchants WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(row.map(Merchant::from))
     }
 
     async fn merchants_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.readers).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants")
+            .fetch_one(&self.readers)
+            .await?;
         Ok(n.max(0) as u64)
     }
 
-    async fn payment_method(&self, merchant: &str, id: &str) -> Result<Option<PaymentMethod>, StoreError> {
+    async fn payment_method(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<PaymentMethod>, StoreError> {
         self.get_object(PAYMENT_METHODS, merchant, id).await
     }
 
-    async fn list_payment_methods(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentMethod>, StoreError> {
+    async fn list_payment_methods(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<PaymentMethod>, StoreError> {
         self.list(PAYMENT_METHODS, merchant, None, page).await
     }
 
-    async fn payment_intent(&self, merchant: &str, id: &str) -> Result<Option<PaymentIntent>, StoreError> {
+    async fn payment_intent(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<PaymentIntent>, StoreError> {
         self.get_object(PAYMENT_INTENTS, merchant, id).await
     }
 
-    async fn list_payment_intents(&self, merchant: &str, page: &Page) -> Result<PageOf<PaymentIntent>, StoreError> {
+    async fn list_payment_intents(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<PaymentIntent>, StoreError> {
         self.list(PAYMENT_INTENTS, merchant, None, page).await
     }
 
@@ -1018,47 +1213,91 @@ impl Store for SqliteStore {
         payment_intent: Option<&str>,
         page: &Page,
     ) -> Result<PageOf<Refund>, StoreError> {
-        self.list(REFUNDS, merchant, payment_intent.map(|pi| ("payment_intent", pi)), page).await
+        self.list(
+            REFUNDS,
+            merchant,
+            payment_intent.map(|pi| ("payment_intent", pi)),
+            page,
+        )
+        .await
     }
 
     async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, merchant_id, type, created, data FROM events WHERE id = ?1 AND merchant_id = ?2")
+        let row: Option<EventRow> = sqlx::query_as("SELECT id, merchant_id, type, created, data FROM events WHERE id = ?1 AND merchant_id = ?2")
             .bind(id)
             .bind(merchant)
             .fetch_optional(&self.readers)
             .await?;
-        row.as_ref().map(event_from_row).transpose()
+        Ok(row.map(EventRecord::from))
     }
 
-    async fn list_events(&self, merchant: &str, kind: Option<&str>, page: &Page) -> Result<PageOf<EventRecord>, StoreError> {
-        let raw = self.list_raw(EVENTS, merchant, kind.map(|k| ("type", k)), page).await?;
-        let data = raw.data.into_iter().map(|j| event_from_json(merchant, j)).collect::<Result<Vec<_>, _>>()?;
-        Ok(PageOf { data, has_more: raw.has_more })
+    async fn list_events(
+        &self,
+        merchant: &str,
+        kind: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<EventRecord>, StoreError> {
+        let raw = self
+            .list_raw(EVENTS, merchant, kind.map(|k| ("type", k)), page)
+            .await?;
+        let data = raw
+            .data
+            .into_iter()
+            .map(|j| event_from_json(merchant, j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PageOf {
+            data,
+            has_more: raw.has_more,
+        })
     }
 
-    async fn webhook_endpoint(&self, merchant: &str, id: &str) -> Result<Option<WebhookEndpointRecord>, StoreError> {
+    async fn webhook_endpoint(
+        &self,
+        merchant: &str,
+        id: &str,
+    ) -> Result<Option<WebhookEndpointRecord>, StoreError> {
         self.get_object(WEBHOOK_ENDPOINTS, merchant, id).await
     }
 
-    async fn list_webhook_endpoints(&self, merchant: &str, page: &Page) -> Result<PageOf<WebhookEndpointRecord>, StoreError> {
+    async fn list_webhook_endpoints(
+        &self,
+        merchant: &str,
+        page: &Page,
+    ) -> Result<PageOf<WebhookEndpointRecord>, StoreError> {
         self.list(WEBHOOK_ENDPOINTS, merchant, None, page).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<DueDelivery>, StoreError> {
-        let rows = sqlx::query(
+    async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let rows: Vec<DueRow> = sqlx::query_as(
             "SELECT d.*, w.url AS url, e.data AS body FROM webhook_deliveries AS d              JOIN webhook_endpoints AS w ON w.id = d.endpoint_id AND w.status = 'enabled'              JOIN events AS e ON e.id = d.event_id              WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at LIMIT ?2",
         )
         .bind(now_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|r| Ok(DueDelivery { delivery: row_to_delivery(r)?, url: r.try_get("url")?, body: r.try_get("body")? }))
+        rows.into_iter()
+            .map(|r| {
+                Ok(DueDelivery {
+                    delivery: r.delivery.try_into()?,
+                    url: r.url,
+                    body: r.body,
+                })
+            })
             .collect()
     }
 
-    async fn deliveries(&self, merchant: &str, event: Option<&str>, endpoint: Option<&str>, limit: u32) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
+    async fn deliveries(
+        &self,
+        merchant: &str,
+        event: Option<&str>,
+        endpoint: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(
             "SELECT * FROM webhook_deliveries WHERE merchant_id = ?1 AND (?2 IS NULL OR event_id = ?2)                AND (?3 IS NULL OR endpoint_id = ?3) ORDER BY created DESC, event_id DESC LIMIT ?4",
         )
         .bind(merchant)
@@ -1067,7 +1306,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit.clamp(1, PAGE_LIMIT_MAX)))
         .fetch_all(&self.readers)
         .await?;
-        rows.iter().map(row_to_delivery).collect()
+        rows.into_iter().map(Delivery::try_from).collect()
     }
 
     async fn pending_deliveries(&self) -> Result<u64, StoreError> {
@@ -1090,12 +1329,20 @@ impl Store for SqliteStore {
                   WHERE e.id = ?2 AND e.merchant_id = ?1)",
             wants("w.events_filter", "e.type")
         );
-        let n: i64 = sqlx::query_scalar(&sql).bind(merchant).bind(event).fetch_one(&self.readers).await?;
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(merchant)
+            .bind(event)
+            .fetch_one(&self.readers)
+            .await?;
         Ok(n.max(0) as u64)
     }
 
-    async fn unclaimed(&self, per_endpoint: u32, scan_max: u32) -> Result<Vec<Unclaimed>, StoreError> {
-        let endpoints = sqlx::query(
+    async fn unclaimed(
+        &self,
+        per_endpoint: u32,
+        scan_max: u32,
+    ) -> Result<Vec<Unclaimed>, StoreError> {
+        let endpoints: Vec<BacklogRow> = sqlx::query_as(
             "SELECT id, merchant_id, url, events_filter, cursor_seq FROM webhook_endpoints AS w \
              WHERE status = 'enabled' AND EXISTS (SELECT 1 FROM events AS e WHERE e.merchant_id = w.merchant_id AND e.seq > w.cursor_seq) \
              ORDER BY seq",
@@ -1108,28 +1355,24 @@ impl Store for SqliteStore {
             wants("?3", "type")
         );
         let mut out = Vec::new();
-        for w in &endpoints {
-            let (id, merchant, filter, cursor): (String, String, String, i64) =
-                (w.try_get("id")?, w.try_get("merchant_id")?, w.try_get("events_filter")?, w.try_get("cursor_seq")?);
-            let rows = sqlx::query(&sql).bind(&merchant).bind(cursor).bind(&filter).bind(i64::from(scan_max)).fetch_all(&self.readers).await?;
-            let mut u = Unclaimed { endpoint: id, merchant, url: w.try_get("url")?, cursor_seq: cursor, through_seq: cursor, events: Vec::new() };
-            for r in &rows {
-                if u.events.len() >= per_endpoint as usize {
-                    break;
-                }
-                u.through_seq = r.try_get("seq")?;
-                if r.try_get::<Option<String>, _>("data")?.is_some() {
-                    u.events.push((u.through_seq, event_from_row(r)?));
-                }
-            }
-            if u.through_seq > cursor {
-                out.push(u);
-            }
+        for w in endpoints {
+            let scanned: Vec<ScannedRow> = sqlx::query_as(&sql)
+                .bind(&w.merchant_id)
+                .bind(w.cursor_seq)
+                .bind(&w.events_filter)
+                .bind(i64::from(scan_max))
+                .fetch_all(&self.readers)
+                .await?;
+            out.extend(crate::rows::unclaimed(w, scanned, per_endpoint));
         }
         Ok(out)
     }
 
-    async fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn idempotency(
+        &self,
+        merchant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
         )
@@ -1140,11 +1383,17 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let hash: Vec<u8> = row.try_get("request_hash")?;
         let request_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-            StoreError::Corrupt(format!("idempotency key {key}: request hash has {} bytes, not 32", h.len()))
+            StoreError::Corrupt(format!(
+                "idempotency key {key}: request hash has {} bytes, not 32",
+                h.len()
+            ))
         })?;
         let status: i64 = row.try_get("status")?;
-        let status = u16::try_from(status)
-            .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {status} is not an HTTP status")))?;
+        let status = u16::try_from(status).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "idempotency key {key}: status {status} is not an HTTP status"
+            ))
+        })?;
         Ok(Some(IdempotencyRecord {
             merchant: merchant.to_string(),
             key: key.to_string(),
@@ -1159,7 +1408,11 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         match self.jobs.try_send(Job::Batch { batch, reply }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(WriteError::QueueFull { limit: self.queue_max }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(WriteError::QueueFull {
+                    limit: self.queue_max,
+                });
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriteError::Closed),
         }
         answer.await.map_err(|_| WriteError::Closed)?
@@ -1168,18 +1421,39 @@ impl Store for SqliteStore {
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
         // A purge is background work: it may wait for room in the queue rather than fail.
-        self.jobs.send(Job::Purge { before, reply }).await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        answer.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+        self.jobs
+            .send(Job::Purge { before, reply })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
     async fn audit(&self) -> Result<AuditReport, StoreError> {
         let mut audit = Audit::new();
         // One read transaction: every pass sees the same snapshot while writes go on.
         let mut tx = self.readers.begin().await?;
-        crate::audit::postings(sqlx::query_as(crate::audit::POSTINGS_SQL).fetch(&mut *tx), &mut audit).await?;
-        crate::audit::intents(sqlx::query_as(crate::audit::INTENTS_SQL).fetch(&mut *tx), &mut audit).await?;
-        crate::audit::orphan_entries(sqlx::query_as(crate::audit::ORPHAN_ENTRIES_SQL).fetch(&mut *tx), &mut audit).await?;
-        crate::audit::orphan_refunds(sqlx::query_as(crate::audit::ORPHAN_REFUNDS_SQL).fetch(&mut *tx), &mut audit).await?;
+        crate::audit::postings(
+            sqlx::query_as(crate::audit::POSTINGS_SQL).fetch(&mut *tx),
+            &mut audit,
+        )
+        .await?;
+        crate::audit::intents(
+            sqlx::query_as(crate::audit::INTENTS_SQL).fetch(&mut *tx),
+            &mut audit,
+        )
+        .await?;
+        crate::audit::orphan_entries(
+            sqlx::query_as(crate::audit::ORPHAN_ENTRIES_SQL).fetch(&mut *tx),
+            &mut audit,
+        )
+        .await?;
+        crate::audit::orphan_refunds(
+            sqlx::query_as(crate::audit::ORPHAN_REFUNDS_SQL).fetch(&mut *tx),
+            &mut audit,
+        )
+        .await?;
         tx.rollback().await?;
         Ok(audit.finish())
     }

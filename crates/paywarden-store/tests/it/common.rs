@@ -5,20 +5,26 @@ use std::path::Path;
 use std::time::Duration;
 
 use paywarden_core::payment::NewIntent;
-use paywarden_core::{Amount, CaptureMethod, CardSummary, Currency, Metadata, PaymentIntent, PaymentMethod};
+use paywarden_core::{
+    Amount, CaptureMethod, CardSummary, Currency, Metadata, PaymentIntent, PaymentMethod,
+};
 use std::sync::Arc;
 
-use paywarden_store::{Merchant, Page, SqliteOptions, SqliteStore, Store, Write, WriteBatch, WriteError};
-use tokio::task::JoinHandle;
+use paywarden_store::{
+    Merchant, Page, SqliteOptions, SqliteStore, Store, Write, WriteBatch, WriteError,
+};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 
 /// Every test's upper bound: nothing here may hang.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out")
 }
 
 pub async fn open(dir: &TempDir) -> SqliteStore {
@@ -26,24 +32,40 @@ pub async fn open(dir: &TempDir) -> SqliteStore {
 }
 
 pub async fn open_with(dir: &TempDir, opts: SqliteOptions) -> SqliteStore {
-    SqliteStore::open(dir.path(), opts).await.expect("open store")
+    SqliteStore::open(dir.path(), opts)
+        .await
+        .expect("open store")
 }
 
 /// A second, independent connection to the store's file (as another process would have).
 pub async fn raw(db: &Path) -> SqliteConnection {
-    let opts = SqliteConnectOptions::new().filename(db).busy_timeout(Duration::from_secs(30));
-    SqliteConnection::connect_with(&opts).await.expect("raw connection")
+    let opts = SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(30));
+    SqliteConnection::connect_with(&opts)
+        .await
+        .expect("raw connection")
 }
 
-pub async fn write(store: &SqliteStore, ops: Vec<Write>) -> Result<(), WriteError> {
+pub async fn write(store: &dyn Store, ops: Vec<Write>) -> Result<(), WriteError> {
     store.write(WriteBatch { ops }).await
 }
 
 pub fn merchant(id: &str) -> Merchant {
-    Merchant { id: id.to_string(), name: format!("{id} inc"), created: 1_700_000_000 }
+    Merchant {
+        id: id.to_string(),
+        name: format!("{id} inc"),
+        created: 1_700_000_000,
+    }
 }
 
-pub fn intent(id: &str, merchant: &str, amount: u64, currency: Currency, capture_method: CaptureMethod) -> PaymentIntent {
+pub fn intent(
+    id: &str,
+    merchant: &str,
+    amount: u64,
+    currency: Currency,
+    capture_method: CaptureMethod,
+) -> PaymentIntent {
     PaymentIntent::new(NewIntent {
         id: id.to_string(),
         merchant: merchant.to_string(),
@@ -52,7 +74,8 @@ pub fn intent(id: &str, merchant: &str, amount: u64, currency: Currency, capture
         capture_method,
         payment_method: Some("pm_card".to_string()),
         description: Some(format!("order {id}")),
-        metadata: Metadata::from_pairs([("order".to_string(), id.to_string())]).expect("valid metadata"),
+        metadata: Metadata::from_pairs([("order".to_string(), id.to_string())])
+            .expect("valid metadata"),
         created: 1_700_000_100,
     })
 }
@@ -98,7 +121,10 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool) {
 /// `BEGIN IMMEDIATE` (for up to its busy_timeout) until [`release`] is called.
 pub async fn hold_write_lock(store: &SqliteStore) -> SqliteConnection {
     let mut conn = raw(store.path()).await;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn
 }
 
@@ -106,8 +132,189 @@ pub async fn release(mut conn: SqliteConnection) {
     sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
 }
 
-pub fn spawn_write(store: &Arc<SqliteStore>, ops: Vec<Write>) -> JoinHandle<Result<(), WriteError>> {
+pub fn spawn_write(
+    store: &Arc<SqliteStore>,
+    ops: Vec<Write>,
+) -> JoinHandle<Result<(), WriteError>> {
     let store = store.clone();
-    tokio::spawn(async move { write(&store, ops).await })
+    tokio::spawn(async move { write(&*store, ops).await })
 }
 
+/// The backends every store test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL tests connect (a server and a database they may create others from):
+/// `PAYWARDEN_TEST_POSTGRES`, by default the local server CI has.
+pub fn postgres_admin_url() -> String {
+    std::env::var("PAYWARDEN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Whether a missing PostgreSQL server fails the run (in CI) rather than skipping.
+pub fn postgres_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("PAYWARDEN_REQUIRE_POSTGRES").is_some()
+}
+
+/// A database of its own for one test, dropped (connections and all) when this is.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    /// None (with a message) when no server answers and none is required.
+    pub async fn create(test: &str) -> Option<PgDb> {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url();
+        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    !postgres_required(),
+                    "PostgreSQL is required here but {admin_url} does not answer: {e}"
+                );
+                eprintln!("SKIPPED {test} on PostgreSQL: no server at {admin_url} ({e})");
+                return None;
+            }
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "pw_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin_url.clone());
+        Some(PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (postgres_admin_url(), self.name.clone());
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A store of either backend.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(paywarden_store::PgStore, PgDb),
+}
+
+impl std::ops::Deref for AnyStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            AnyStore::Sqlite(s) => s,
+            AnyStore::Postgres(s, _) => s,
+        }
+    }
+}
+
+impl AnyStore {
+    pub async fn close(self) {
+        match self {
+            AnyStore::Sqlite(s) => s.close().await,
+            AnyStore::Postgres(s, db) => {
+                s.close().await;
+                drop(db);
+            }
+        }
+    }
+
+    /// A number read behind the store's back (`SELECT` of one BIGINT).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self {
+            AnyStore::Sqlite(s) => {
+                let mut db = raw(s.path()).await;
+                sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
+            }
+            AnyStore::Postgres(_, db) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+            }
+        }
+    }
+
+    /// Runs SQL behind the store's back (a test tampering with the books).
+    pub async fn tamper(&self, sql: &str) {
+        match self {
+            AnyStore::Sqlite(s) => {
+                let mut db = raw(s.path()).await;
+                sqlx::query(sql).execute(&mut db).await.unwrap();
+            }
+            AnyStore::Postgres(_, db) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Opens a fresh store of `backend`: SQLite in `dir`, PostgreSQL in a database of its own.
+/// None when PostgreSQL is not there and not required (the test is skipped).
+pub async fn open_backend(backend: Backend, dir: &TempDir) -> Option<AnyStore> {
+    match backend {
+        Backend::Sqlite => Some(AnyStore::Sqlite(open(dir).await)),
+        Backend::Postgres => {
+            let db = PgDb::create(&format!("{dir:?}")).await?;
+            let store =
+                paywarden_store::PgStore::open(&db.url, paywarden_store::PgOptions::default())
+                    .await
+                    .expect("open the postgres store");
+            Some(AnyStore::Postgres(store, db))
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use paywarden_core::{AuthOutcome, CaptureMethod, Currency, Metadata, Status};
 use paywarden_store::{
-    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, Store, StoreError, Write, WriteError,
+    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, Store, StoreError, Write,
+    WriteError,
 };
 use tempfile::TempDir;
 
@@ -13,7 +14,10 @@ use crate::common::*;
 #[tokio::test]
 async fn pragmas_are_wal_and_full_after_open() {
     let dir = TempDir::new().unwrap();
-    let opts = SqliteOptions { busy_timeout: Duration::from_millis(1234), ..SqliteOptions::default() };
+    let opts = SqliteOptions {
+        busy_timeout: Duration::from_millis(1234),
+        ..SqliteOptions::default()
+    };
     let store = within(open_with(&dir, opts)).await;
     let p = store.pragmas();
     assert_eq!(p.journal_mode, "wal");
@@ -24,7 +28,10 @@ async fn pragmas_are_wal_and_full_after_open() {
 
     // WAL is a property of the file: any other connection sees it.
     let mut other = raw(store.path()).await;
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut other).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
     assert_eq!(mode.to_ascii_lowercase(), "wal");
     store.close().await;
 }
@@ -33,52 +40,113 @@ async fn pragmas_are_wal_and_full_after_open() {
 async fn open_creates_a_missing_directory() {
     let dir = TempDir::new().unwrap();
     let nested = dir.path().join("a").join("b");
-    let store = within(paywarden_store::SqliteStore::open(&nested, SqliteOptions::default())).await.unwrap();
+    let store = within(paywarden_store::SqliteStore::open(
+        &nested,
+        SqliteOptions::default(),
+    ))
+    .await
+    .unwrap();
     assert!(nested.join("paywarden.db").exists());
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_object_kind_round_trips() {
+async fn every_object_kind_round_trips(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
         let m = merchant("acct_1");
-        let key = ApiKeyRecord { hash: [7; 32], merchant: m.id.clone(), prefix: "sk_test_abcd".into(), created: 5 };
+        let key = ApiKeyRecord {
+            hash: [7; 32],
+            merchant: m.id.clone(),
+            prefix: "sk_test_abcd".into(),
+            created: 5,
+        };
         let pm = payment_method("pm_1", "acct_1");
-        let pi = intent("pi_1", "acct_1", 1000, Currency::USD, CaptureMethod::Automatic);
-        write(&store, vec![Write::Merchant(m.clone()), Write::ApiKey(key), Write::PaymentMethod(pm.clone())])
-            .await
-            .unwrap();
-        write(&store, vec![Write::InsertIntent(pi.clone())]).await.unwrap();
-
-        assert_eq!(store.merchant_by_key_hash(&[7; 32]).await.unwrap(), Some(m.clone()));
-        assert_eq!(store.merchant_by_key_hash(&[8; 32]).await.unwrap(), None);
-        assert_eq!(store.merchant_by_name("acct_1 inc").await.unwrap(), Some(m.clone()));
-        assert_eq!(store.merchant_by_name("nobody").await.unwrap(), None);
-        assert_eq!(store.merchants_count().await.unwrap(), 1);
-        assert_eq!(store.payment_method("acct_1", "pm_1").await.unwrap(), Some(pm));
-        assert_eq!(store.payment_intent("acct_1", "pi_1").await.unwrap(), Some(pi.clone()));
-
-        // Confirm: intent v1, a charge and two postings in one batch.
-        let approved = AuthOutcome::Approved { authorization: "auth_1".into() };
-        let c = pi.confirm("pm_1", approved, "ch_1".into(), 10).unwrap();
-        assert_eq!(c.postings.len(), 2);
+        let pi = intent(
+            "pi_1",
+            "acct_1",
+            1000,
+            Currency::USD,
+            CaptureMethod::Automatic,
+        );
         write(
-            &store,
-            vec![Write::UpdateIntent(c.intent.clone()), Write::Charge(c.charge.clone()), Write::Postings(c.postings.clone())],
+            &*store,
+            vec![
+                Write::Merchant(m.clone()),
+                Write::ApiKey(key),
+                Write::PaymentMethod(pm.clone()),
+            ],
         )
         .await
         .unwrap();
-        assert_eq!(store.payment_intent("acct_1", "pi_1").await.unwrap(), Some(c.intent.clone()));
-        assert_eq!(store.charge("acct_1", "ch_1").await.unwrap(), Some(c.charge.clone()));
+        write(&*store, vec![Write::InsertIntent(pi.clone())])
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store.merchant_by_key_hash(&[7; 32]).await.unwrap(),
+            Some(m.clone())
+        );
+        assert_eq!(store.merchant_by_key_hash(&[8; 32]).await.unwrap(), None);
+        assert_eq!(
+            store.merchant_by_name("acct_1 inc").await.unwrap(),
+            Some(m.clone())
+        );
+        assert_eq!(store.merchant_by_name("nobody").await.unwrap(), None);
+        assert_eq!(store.merchants_count().await.unwrap(), 1);
+        assert_eq!(
+            store.payment_method("acct_1", "pm_1").await.unwrap(),
+            Some(pm)
+        );
+        assert_eq!(
+            store.payment_intent("acct_1", "pi_1").await.unwrap(),
+            Some(pi.clone())
+        );
+
+        // Confirm: intent v1, a charge and two postings in one batch.
+        let approved = AuthOutcome::Approved {
+            authorization: "auth_1".into(),
+        };
+        let c = pi.confirm("pm_1", approved, "ch_1".into(), 10).unwrap();
+        assert_eq!(c.postings.len(), 2);
+        write(
+            &*store,
+            vec![
+                Write::UpdateIntent(c.intent.clone()),
+                Write::Charge(c.charge.clone()),
+                Write::Postings(c.postings.clone()),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.payment_intent("acct_1", "pi_1").await.unwrap(),
+            Some(c.intent.clone())
+        );
+        assert_eq!(
+            store.charge("acct_1", "ch_1").await.unwrap(),
+            Some(c.charge.clone())
+        );
 
         // A refund: the charge is replaced in place (same row, same seq).
-        let mut db = raw(store.path()).await;
-        let seq_before: i64 = sqlx::query_scalar("SELECT seq FROM charges WHERE id = 'ch_1'").fetch_one(&mut db).await.unwrap();
-        let (pi2, ch2, re, posting) = c.intent.refund(&c.charge, None, "re_1".into(), None, Metadata::default(), 11).unwrap();
+        let seq_before = store
+            .scalar("SELECT seq FROM charges WHERE id = 'ch_1'")
+            .await;
+        let (pi2, ch2, re, posting) = c
+            .intent
+            .refund(
+                &c.charge,
+                None,
+                "re_1".into(),
+                None,
+                Metadata::default(),
+                11,
+            )
+            .unwrap();
         write(
-            &store,
+            &*store,
             vec![
                 Write::UpdateIntent(pi2.clone()),
                 Write::Charge(ch2.clone()),
@@ -90,17 +158,30 @@ async fn every_object_kind_round_trips() {
         .unwrap();
         assert_eq!(store.charge("acct_1", "ch_1").await.unwrap(), Some(ch2));
         assert_eq!(store.refund("acct_1", "re_1").await.unwrap(), Some(re));
-        assert_eq!(store.payment_intent("acct_1", "pi_1").await.unwrap().unwrap().amount_refunded, 1000);
-        let (seq_after, charges): (i64, i64) =
-            sqlx::query_as("SELECT MAX(seq), COUNT(*) FROM charges").fetch_one(&mut db).await.unwrap();
+        assert_eq!(
+            store
+                .payment_intent("acct_1", "pi_1")
+                .await
+                .unwrap()
+                .unwrap()
+                .amount_refunded,
+            1000
+        );
+        let (seq_after, charges) = (
+            store.scalar("SELECT MAX(seq) FROM charges").await,
+            store.scalar("SELECT COUNT(*) FROM charges").await,
+        );
         assert_eq!((seq_after, charges), (seq_before, 1));
 
         // Postings: one row per leg, and the books balance.
-        let legs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_entries").fetch_one(&mut db).await.unwrap();
+        let legs = store.scalar("SELECT COUNT(*) FROM ledger_entries").await;
         assert_eq!(legs, 2 + 4 + 2);
         let report = store.audit().await.unwrap();
         assert!(report.balanced(), "{report}");
-        assert_eq!((report.postings, report.payments, report.refunds), (3, 1, 1));
+        assert_eq!(
+            (report.postings, report.payments, report.refunds),
+            (3, 1, 1)
+        );
 
         let rec = IdempotencyRecord {
             merchant: "acct_1".into(),
@@ -110,7 +191,15 @@ async fn every_object_kind_round_trips() {
             body: b"{\"id\":\"pi_1\"}".to_vec(),
             created: 100,
         };
-        write(&store, vec![Write::Idempotency { record: rec.clone(), replaces_before: 0 }]).await.unwrap();
+        write(
+            &*store,
+            vec![Write::Idempotency {
+                record: rec.clone(),
+                replaces_before: 0,
+            }],
+        )
+        .await
+        .unwrap();
         assert_eq!(store.idempotency("acct_1", "k1").await.unwrap(), Some(rec));
         assert_eq!(store.idempotency("acct_2", "k1").await.unwrap(), None);
         store.close().await;
@@ -118,13 +207,16 @@ async fn every_object_kind_round_trips() {
     .await
 }
 
-#[tokio::test]
-async fn stale_intent_version_is_refused_and_keeps_the_stored_row() {
+async fn stale_intent_version_is_refused_and_keeps_the_stored_row(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
         let pi = usd_intent("pi_1", "acct_1");
-        write(&store, vec![Write::InsertIntent(pi.clone())]).await.unwrap();
+        write(&*store, vec![Write::InsertIntent(pi.clone())])
+            .await
+            .unwrap();
 
         let mut first = pi.clone();
         first.version = 1;
@@ -132,10 +224,20 @@ async fn stale_intent_version_is_refused_and_keeps_the_stored_row() {
         let mut second = pi.clone();
         second.version = 1;
         second.description = Some("second".into());
-        write(&store, vec![Write::UpdateIntent(first.clone())]).await.unwrap();
-        let err = write(&store, vec![Write::UpdateIntent(second)]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)), "{err:?}");
-        assert_eq!(store.payment_intent("acct_1", "pi_1").await.unwrap(), Some(first.clone()));
+        write(&*store, vec![Write::UpdateIntent(first.clone())])
+            .await
+            .unwrap();
+        let err = write(&*store, vec![Write::UpdateIntent(second)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.payment_intent("acct_1", "pi_1").await.unwrap(),
+            Some(first.clone())
+        );
 
         // Skipping a version, version 0 and an unknown intent are refused the same way.
         let mut skip = first.clone();
@@ -145,78 +247,166 @@ async fn stale_intent_version_is_refused_and_keeps_the_stored_row() {
         let mut unknown = usd_intent("pi_404", "acct_1");
         unknown.version = 1;
         for bad in [skip, zero, unknown] {
-            let err = write(&store, vec![Write::UpdateIntent(bad)]).await.unwrap_err();
-            assert!(matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)), "{err:?}");
+            let err = write(&*store, vec![Write::UpdateIntent(bad)])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)),
+                "{err:?}"
+            );
         }
         // Another merchant cannot update it either.
         let mut foreign = first.clone();
         foreign.version = 2;
         foreign.merchant = "acct_2".into();
-        let err = write(&store, vec![Write::UpdateIntent(foreign)]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)), "{err:?}");
-        assert_eq!(store.payment_intent("acct_1", "pi_1").await.unwrap(), Some(first));
+        let err = write(&*store, vec![Write::UpdateIntent(foreign)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::IntentVersion)),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.payment_intent("acct_1", "pi_1").await.unwrap(),
+            Some(first)
+        );
         store.close().await;
     })
     .await
 }
 
-#[tokio::test]
-async fn duplicates_are_conflicts_and_change_nothing() {
+async fn duplicates_are_conflicts_and_change_nothing(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
-        write(&store, vec![Write::Merchant(merchant("acct_1"))]).await.unwrap();
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
+        write(&*store, vec![Write::Merchant(merchant("acct_1"))])
+            .await
+            .unwrap();
 
         let mut same_name = merchant("acct_2");
         same_name.name = "acct_1 inc".into();
-        let err = write(&store, vec![Write::Merchant(same_name)]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::Duplicate)), "{err:?}");
-        let err = write(&store, vec![Write::Merchant(merchant("acct_1"))]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::Duplicate)), "{err:?}");
-
-        // The batch is atomic: the new merchant in front of the duplicate intent is rolled back.
-        write(&store, vec![Write::InsertIntent(usd_intent("pi_1", "acct_1"))]).await.unwrap();
-        let err = write(&store, vec![Write::Merchant(merchant("acct_3")), Write::InsertIntent(usd_intent("pi_1", "acct_1"))])
+        let err = write(&*store, vec![Write::Merchant(same_name)])
             .await
             .unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::Duplicate)), "{err:?}");
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::Duplicate)),
+            "{err:?}"
+        );
+        let err = write(&*store, vec![Write::Merchant(merchant("acct_1"))])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::Duplicate)),
+            "{err:?}"
+        );
+
+        // The batch is atomic: the new merchant in front of the duplicate intent is rolled back.
+        write(
+            &*store,
+            vec![Write::InsertIntent(usd_intent("pi_1", "acct_1"))],
+        )
+        .await
+        .unwrap();
+        let err = write(
+            &*store,
+            vec![
+                Write::Merchant(merchant("acct_3")),
+                Write::InsertIntent(usd_intent("pi_1", "acct_1")),
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::Duplicate)),
+            "{err:?}"
+        );
         assert_eq!(store.merchants_count().await.unwrap(), 1);
 
         // A charge id belonging to another merchant is never overwritten.
         let pi = usd_intent("pi_1", "acct_1");
-        let c = pi.confirm("pm_1", AuthOutcome::Approved { authorization: "a".into() }, "ch_1".into(), 2).unwrap();
-        write(&store, vec![Write::Charge(c.charge.clone())]).await.unwrap();
+        let c = pi
+            .confirm(
+                "pm_1",
+                AuthOutcome::Approved {
+                    authorization: "a".into(),
+                },
+                "ch_1".into(),
+                2,
+            )
+            .unwrap();
+        write(&*store, vec![Write::Charge(c.charge.clone())])
+            .await
+            .unwrap();
         let mut foreign = c.charge.clone();
         foreign.merchant = "acct_2".into();
         foreign.amount = 1;
-        let err = write(&store, vec![Write::Charge(foreign)]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::Duplicate)), "{err:?}");
-        assert_eq!(store.charge("acct_1", "ch_1").await.unwrap(), Some(c.charge));
+        let err = write(&*store, vec![Write::Charge(foreign)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::Duplicate)),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.charge("acct_1", "ch_1").await.unwrap(),
+            Some(c.charge)
+        );
 
         // An API key needs its merchant (foreign key).
-        let orphan_key = ApiKeyRecord { hash: [1; 32], merchant: "acct_404".into(), prefix: "sk_test_x".into(), created: 1 };
-        let err = write(&store, vec![Write::ApiKey(orphan_key)]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Store(StoreError::Database(_))), "{err:?}");
+        let orphan_key = ApiKeyRecord {
+            hash: [1; 32],
+            merchant: "acct_404".into(),
+            prefix: "sk_test_x".into(),
+            created: 1,
+        };
+        let err = write(&*store, vec![Write::ApiKey(orphan_key)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Store(StoreError::Database(_))),
+            "{err:?}"
+        );
         store.close().await;
     })
     .await
 }
 
-#[tokio::test]
-async fn unbalanced_postings_never_reach_the_books() {
+async fn unbalanced_postings_never_reach_the_books(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
         let pi = usd_intent("pi_1", "acct_1");
-        let c = pi.confirm("pm_1", AuthOutcome::Approved { authorization: "a".into() }, "ch_1".into(), 2).unwrap();
+        let c = pi
+            .confirm(
+                "pm_1",
+                AuthOutcome::Approved {
+                    authorization: "a".into(),
+                },
+                "ch_1".into(),
+                2,
+            )
+            .unwrap();
         let mut bad = c.postings[0].clone();
         bad.legs[0].amount += 1;
-        let err = write(&store, vec![Write::Postings(vec![bad])]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Store(StoreError::Corrupt(_))), "{err:?}");
+        let err = write(&*store, vec![Write::Postings(vec![bad])])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Store(StoreError::Corrupt(_))),
+            "{err:?}"
+        );
         let mut lonely = c.postings[0].clone();
         lonely.legs.truncate(1);
         lonely.legs[0].amount = 0;
-        assert!(write(&store, vec![Write::Postings(vec![lonely])]).await.is_err());
+        assert!(
+            write(&*store, vec![Write::Postings(vec![lonely])])
+                .await
+                .is_err()
+        );
         let report = store.audit().await.unwrap();
         assert_eq!(report.postings, 0);
         store.close().await;
@@ -235,72 +425,146 @@ fn record(key: &str, body: &str, created: i64) -> IdempotencyRecord {
     }
 }
 
-#[tokio::test]
-async fn idempotency_insert_conflict_and_replace_after_expiry() {
+async fn idempotency_insert_conflict_and_replace_after_expiry(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
         let day = 86_400;
         let first = record("k", "first", 1_000_000);
-        write(&store, vec![Write::Idempotency { record: first.clone(), replaces_before: 1_000_000 - day }]).await.unwrap();
+        write(
+            &*store,
+            vec![Write::Idempotency {
+                record: first.clone(),
+                replaces_before: 1_000_000 - day,
+            }],
+        )
+        .await
+        .unwrap();
 
         // Still live: refused, the first record stays.
         let retry = record("k", "second", 1_000_010);
-        let err = write(&store, vec![Write::Idempotency { record: retry, replaces_before: 1_000_010 - day }])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::IdempotencyKey)), "{err:?}");
-        assert_eq!(store.idempotency("acct_1", "k").await.unwrap(), Some(first.clone()));
+        let err = write(
+            &*store,
+            vec![Write::Idempotency {
+                record: retry,
+                replaces_before: 1_000_010 - day,
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::IdempotencyKey)),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.idempotency("acct_1", "k").await.unwrap(),
+            Some(first.clone())
+        );
 
         // Created exactly at the cut-off is still live.
         let edge = record("k", "edge", 1_000_000 + day);
-        let err = write(&store, vec![Write::Idempotency { record: edge, replaces_before: 1_000_000 }]).await.unwrap_err();
-        assert!(matches!(err, WriteError::Conflict(ConflictKind::IdempotencyKey)), "{err:?}");
+        let err = write(
+            &*store,
+            vec![Write::Idempotency {
+                record: edge,
+                replaces_before: 1_000_000,
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::IdempotencyKey)),
+            "{err:?}"
+        );
 
         // The store returns a record regardless of age; the caller judges expiry.
         assert!(store.idempotency("acct_1", "k").await.unwrap().is_some());
 
         // Expired: replaced.
         let later = record("k", "third", 1_000_000 + day + 1);
-        write(&store, vec![Write::Idempotency { record: later.clone(), replaces_before: 1_000_001 }]).await.unwrap();
+        write(
+            &*store,
+            vec![Write::Idempotency {
+                record: later.clone(),
+                replaces_before: 1_000_001,
+            }],
+        )
+        .await
+        .unwrap();
         assert_eq!(store.idempotency("acct_1", "k").await.unwrap(), Some(later));
 
         // The same key under another merchant is another record.
         let mut other = record("k", "other", 1_000_000);
         other.merchant = "acct_2".into();
-        write(&store, vec![Write::Idempotency { record: other.clone(), replaces_before: 0 }]).await.unwrap();
+        write(
+            &*store,
+            vec![Write::Idempotency {
+                record: other.clone(),
+                replaces_before: 0,
+            }],
+        )
+        .await
+        .unwrap();
         assert_eq!(store.idempotency("acct_2", "k").await.unwrap(), Some(other));
         store.close().await;
     })
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_deletes_old_records_in_chunks() {
+async fn purge_deletes_old_records_in_chunks(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else {
+            return;
+        };
         for chunk in 0..5 {
             let ops = (0..500)
                 .map(|i| {
                     let n = chunk * 500 + i;
-                    Write::Idempotency { record: record(&format!("k{n}"), "b", n), replaces_before: 0 }
+                    Write::Idempotency {
+                        record: record(&format!("k{n}"), "b", n),
+                        replaces_before: 0,
+                    }
                 })
                 .collect();
-            write(&store, ops).await.unwrap();
+            write(&*store, ops).await.unwrap();
         }
         let writes_meanwhile = async {
             for i in 0..20 {
-                write(&store, vec![Write::InsertIntent(usd_intent(&format!("pi_{i}"), "acct_1"))]).await.unwrap();
+                write(
+                    &*store,
+                    vec![Write::InsertIntent(usd_intent(
+                        &format!("pi_{i}"),
+                        "acct_1",
+                    ))],
+                )
+                .await
+                .unwrap();
             }
         };
         let (purged, ()) = tokio::join!(store.purge_idempotency(2100), writes_meanwhile);
         assert_eq!(purged.unwrap(), 2100);
         assert_eq!(store.idempotency("acct_1", "k2099").await.unwrap(), None);
-        assert!(store.idempotency("acct_1", "k2100").await.unwrap().is_some());
+        assert!(
+            store
+                .idempotency("acct_1", "k2100")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(store.purge_idempotency(2100).await.unwrap(), 0);
         assert_eq!(store.purge_idempotency(i64::MAX).await.unwrap(), 400);
-        assert_eq!(store.list_payment_intents("acct_1", &page(100, None, None)).await.unwrap().data.len(), 20);
+        assert_eq!(
+            store
+                .list_payment_intents("acct_1", &page(100, None, None))
+                .await
+                .unwrap()
+                .data
+                .len(),
+            20
+        );
         store.close().await;
     })
     .await
@@ -312,19 +576,50 @@ async fn data_survives_reopen() {
         let dir = TempDir::new().unwrap();
         let store = open(&dir).await;
         let pi = intent("pi_1", "acct_1", 500, Currency::JPY, CaptureMethod::Manual);
-        write(&store, vec![Write::Merchant(merchant("acct_1")), Write::InsertIntent(pi.clone())]).await.unwrap();
-        let c = pi.confirm("pm_1", AuthOutcome::Approved { authorization: "a".into() }, "ch_1".into(), 2).unwrap();
-        write(&store, vec![Write::UpdateIntent(c.intent.clone()), Write::Charge(c.charge.clone()), Write::Postings(c.postings)])
-            .await
+        write(
+            &store,
+            vec![
+                Write::Merchant(merchant("acct_1")),
+                Write::InsertIntent(pi.clone()),
+            ],
+        )
+        .await
+        .unwrap();
+        let c = pi
+            .confirm(
+                "pm_1",
+                AuthOutcome::Approved {
+                    authorization: "a".into(),
+                },
+                "ch_1".into(),
+                2,
+            )
             .unwrap();
+        write(
+            &store,
+            vec![
+                Write::UpdateIntent(c.intent.clone()),
+                Write::Charge(c.charge.clone()),
+                Write::Postings(c.postings),
+            ],
+        )
+        .await
+        .unwrap();
         store.close().await;
 
         // Reopening runs the migrations again (a no-op) and finds everything.
         let store = open(&dir).await;
-        let stored = store.payment_intent("acct_1", "pi_1").await.unwrap().unwrap();
+        let stored = store
+            .payment_intent("acct_1", "pi_1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored, c.intent);
         assert_eq!(stored.status, Status::RequiresCapture);
-        assert_eq!(store.charge("acct_1", "ch_1").await.unwrap(), Some(c.charge));
+        assert_eq!(
+            store.charge("acct_1", "ch_1").await.unwrap(),
+            Some(c.charge)
+        );
         assert_eq!(store.merchants_count().await.unwrap(), 1);
         let report = store.audit().await.unwrap();
         assert!(report.balanced(), "{report}");
@@ -334,3 +629,12 @@ async fn data_survives_reopen() {
     })
     .await
 }
+
+crate::on_both_backends!(
+    every_object_kind_round_trips,
+    stale_intent_version_is_refused_and_keeps_the_stored_row,
+    duplicates_are_conflicts_and_change_nothing,
+    unbalanced_postings_never_reach_the_books,
+    idempotency_insert_conflict_and_replace_after_expiry,
+    purge_deletes_old_records_in_chunks,
+);
