@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use paywarden_acquirer::{SandboxAcquirer, SandboxConfig};
 use paywarden_api::faults::Fault;
 use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
-use paywarden_store::{ApiKeyRecord, Merchant, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
+use paywarden_store::{ApiKeyRecord, Merchant, PgOptions, PgStore, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
 mod drill;
@@ -89,6 +89,12 @@ enum Command {
     Review(drill::ReviewArgs),
     /// Replay an incident on a sandbox and score detection, diagnosis and rollback.
     Drill(drill::DrillArgs),
+    /// Create or upgrade the schema of a PostgreSQL database (serve and up also do it at start).
+    Migrate {
+        /// postgres://user:password@host:port/db
+        #[arg(long, env = "PAYWARDEN_DATABASE", hide_env_values = true)]
+        database: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -137,8 +143,12 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:4242")]
     listen: SocketAddr,
     /// Directory for the SQLite database, the card-fingerprint and webhook keys; created if missing.
+    /// With --database it holds the keys only: replicas must share them (the same directory,
+    /// or copies of fingerprint.key and webhook.key).
     #[arg(long)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    db: DatabaseArgs,
     /// Latency the sandbox acquirer adds to every call (e.g. 0ms, 20ms).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     acquirer_latency: Duration,
@@ -189,12 +199,28 @@ struct ServeArgs {
     webhook_concurrency: usize,
 }
 
+/// Where the data is: SQLite in --data-dir (the default) or a PostgreSQL database.
+#[derive(clap::Args, Clone)]
+pub(crate) struct DatabaseArgs {
+    /// A PostgreSQL database (postgres://user:password@host:port/db) instead of SQLite in
+    /// --data-dir; every replica of the gateway may share it. Migrated at start.
+    #[arg(long, env = "PAYWARDEN_DATABASE", hide_env_values = true)]
+    pub(crate) database: Option<String>,
+    /// PostgreSQL connections this process opens at most; budget replicas x this under the
+    /// server's max_connections.
+    #[arg(long, env = "PAYWARDEN_POOL_MAX", default_value_t = PgOptions::default().pool_max)]
+    pub(crate) pool_max: u32,
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a merchant (if new) and print a new sk_test_ key for it. Safe while `serve` runs.
     Create {
-        #[arg(long)]
-        data_dir: PathBuf,
+        /// The SQLite data dir (or pass --database).
+        #[arg(long, required_unless_present = "database")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DatabaseArgs,
         /// Merchant name: 1 to 100 characters.
         #[arg(long)]
         merchant: String,
@@ -205,8 +231,11 @@ enum KeysCommand {
 enum LedgerCommand {
     /// Recompute every balance and invariant; exit 0 only if the books balance.
     Verify {
-        #[arg(long)]
-        data_dir: PathBuf,
+        /// The SQLite data dir (or pass --database).
+        #[arg(long, required_unless_present = "database")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
 }
 
@@ -262,9 +291,9 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Keys { command: KeysCommand::Create { data_dir, merchant } } => {
-            let store = open_store(&data_dir, SqliteOptions::default()).await?;
-            let (merchant, key) = create_key(&store, &merchant).await?;
+        Command::Keys { command: KeysCommand::Create { data_dir, db, merchant } } => {
+            let store = open_any(data_dir.as_deref(), &db, SqliteOptions::default()).await?;
+            let (merchant, key) = create_key(&*store, &merchant).await?;
             println!("{key}");
             eprintln!("created a secret key for merchant {} ({}); it is shown once and stored only as a hash", merchant.name, merchant.id);
             Ok(ExitCode::SUCCESS)
@@ -277,11 +306,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => rollout::history(args).await,
         Command::Review(args) => drill::review(args),
         Command::Drill(args) => drill::drill(args).await,
-        Command::Ledger { command: LedgerCommand::Verify { data_dir } } => {
-            if !data_dir.join(paywarden_store::sqlite::DB_FILE).exists() {
-                bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", data_dir.display());
+        Command::Migrate { database } => {
+            check_database_url(&database)?;
+            let n = PgStore::migrate(&database).await.with_context(|| format!("migrating {}", paywarden_store::postgres::redacted(&database)))?;
+            println!("{}: schema up to date ({n} migrations applied)", paywarden_store::postgres::redacted(&database));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger { command: LedgerCommand::Verify { data_dir, db } } => {
+            if let (None, Some(dir)) = (&db.database, &data_dir) {
+                if !dir.join(paywarden_store::sqlite::DB_FILE).exists() {
+                    bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", dir.display());
+                }
             }
-            let store = open_store(&data_dir, SqliteOptions::default()).await?;
+            let store = open_any(data_dir.as_deref(), &db, SqliteOptions::default()).await?;
             let report = store.audit().await.context("reading the ledger")?;
             print!("{report}");
             Ok(if report.balanced() { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -289,14 +326,40 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open_store(data_dir: &Path, opts: SqliteOptions) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(data_dir, opts).await.with_context(|| format!("opening the store in {}", data_dir.display()))
+/// The store `db` names: PostgreSQL with --database, else SQLite in `data_dir`.
+async fn open_any(data_dir: Option<&Path>, db: &DatabaseArgs, opts: SqliteOptions) -> anyhow::Result<Arc<dyn Store>> {
+    match (&db.database, data_dir) {
+        (Some(url), _) => {
+            check_database_url(url)?;
+            if db.pool_max == 0 || db.pool_max > POOL_MAX {
+                bail!("--pool-max must be 1 to {POOL_MAX}");
+            }
+            let pg = PgOptions { pool_max: db.pool_max, writes_max: opts.writer_queue_max, ..PgOptions::default() };
+            let store = PgStore::open(url, pg).await.with_context(|| format!("opening the database {}", paywarden_store::postgres::redacted(url)))?;
+            Ok(Arc::new(store))
+        }
+        (None, Some(dir)) => {
+            let store = SqliteStore::open(dir, opts).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        (None, None) => bail!("pass --data-dir (SQLite) or --database (PostgreSQL)"),
+    }
+}
+
+/// Most connections `--pool-max` may ask for.
+const POOL_MAX: u32 = 1000;
+
+pub(crate) fn check_database_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("--database must be a postgres:// URL (e.g. postgres://paywarden@127.0.0.1:5432/paywarden); leave it out for SQLite in --data-dir");
+    }
+    Ok(())
 }
 
 /// Merchant names are shown to operators; keep them short and printable.
 const MERCHANT_NAME_CHARS_MAX: usize = 100;
 
-async fn create_key(store: &SqliteStore, name: &str) -> anyhow::Result<(Merchant, String)> {
+async fn create_key(store: &dyn Store, name: &str) -> anyhow::Result<(Merchant, String)> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MERCHANT_NAME_CHARS_MAX || name.chars().any(char::is_control) {
         bail!("--merchant must be 1 to {MERCHANT_NAME_CHARS_MAX} printable characters");
@@ -362,12 +425,19 @@ fn key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let opts = SqliteOptions { writer_queue_max: args.writer_queue_max, ..SqliteOptions::default() };
-    let store = open_store(&args.data_dir, opts).await?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    let store = open_any(Some(&args.data_dir), &args.db, opts).await?;
     let key = fingerprint_key(&args.data_dir)?;
-    let store: Arc<SqliteStore> = Arc::new(store);
     let mut first_key = None;
     if store.merchants_count().await? == 0 {
-        first_key = Some(create_key(&store, "default").await?.1);
+        match create_key(&*store, "default").await {
+            Ok((_, k)) => first_key = Some(k),
+            // Another replica on the same database made it first.
+            Err(e) if store.merchant_by_name("default").await?.is_some() => {
+                tracing::info!(error = %format!("{e:#}"), "merchant 'default' was created by another replica");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let acquirer = SandboxAcquirer::new(SandboxConfig { latency: args.acquirer_latency, fingerprint_key: key });
     for f in &args.faults {
@@ -441,7 +511,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), acquirer = "sandbox", "paywarden serving");
+    let database = args.db.database.as_deref().map_or_else(|| "sqlite".to_string(), paywarden_store::postgres::redacted);
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), %database, acquirer = "sandbox", "paywarden serving");
     println!("paywarden listening on http://{addr}");
     for f in &args.faults {
         println!("fault injected: {f}");
