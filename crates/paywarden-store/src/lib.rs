@@ -16,6 +16,8 @@ mod bulk;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};

@@ -191,6 +191,9 @@ impl PgStore {
         merchant: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT data FROM {} WHERE id = $1 AND merchant_id = $2",
             table.name
@@ -223,6 +226,9 @@ impl PgStore {
     }
 
     async fn cursor_seq(&self, table: Table, merchant: &str, id: &str) -> Result<i64, StoreError> {
+        if !storable(id) {
+            return Err(StoreError::CursorNotFound { object: table.object, id: id.to_string() });
+        }
         let sql = format!(
             "SELECT seq FROM {} WHERE id = $1 AND merchant_id = $2",
             table.name
@@ -246,6 +252,9 @@ impl PgStore {
         filter: Option<(&'static str, &str)>,
         page: &Page,
     ) -> Result<PageOf<String>, StoreError> {
+        if filter.is_some_and(|(_, v)| !storable(v)) {
+            return Ok(PageOf { data: Vec::new(), has_more: false });
+        }
         let limit = page.limit.clamp(1, PAGE_LIMIT_MAX) as usize;
         let after = match &page.starting_after {
             Some(id) => Some(self.cursor_seq(table, merchant, id).await?),
@@ -338,6 +347,12 @@ async fn sequence(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// PostgreSQL's text cannot hold a NUL character: no stored id or key has one, so a lookup by
+/// one finds nothing (and must not reach the server, which would refuse the statement).
+fn storable(s: &str) -> bool {
+    !s.contains('\0')
 }
 
 /// A deadlock (40P01) or serialization failure (40001): the batch can simply be run again.
@@ -683,6 +698,9 @@ impl Store for PgStore {
     }
 
     async fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>, StoreError> {
+        if !storable(name) {
+            return Ok(None);
+        }
         let row: Option<MerchantRow> =
             sqlx::query_as("SELECT id, name, created FROM merchants WHERE name = $1")
                 .bind(name)
@@ -758,6 +776,9 @@ impl Store for PgStore {
         merchant: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if !storable(key) {
+            return Ok(None);
+        }
         let row: Option<(Vec<u8>, i64, Vec<u8>, i64)> =
             sqlx::query_as("SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = $1 AND key = $2")
                 .bind(merchant)
@@ -789,6 +810,9 @@ impl Store for PgStore {
     }
 
     async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let row: Option<EventRow> = sqlx::query_as("SELECT id, merchant_id, type, created, data FROM events WHERE id = $1 AND merchant_id = $2")
             .bind(id)
             .bind(merchant)
@@ -866,6 +890,9 @@ impl Store for PgStore {
     }
 
     async fn pending_webhooks(&self, merchant: &str, event: &str) -> Result<u64, StoreError> {
+        if !storable(event) {
+            return Ok(0);
+        }
         // An event not numbered yet is pending for the endpoints that existed when it was made.
         let sql = format!(
             "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE event_id = $2 AND merchant_id = $1 AND state = 'pending') \
@@ -916,6 +943,9 @@ impl Store for PgStore {
         endpoint: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
+        if !event.into_iter().chain(endpoint).all(storable) {
+            return Ok(Vec::new());
+        }
         let rows: Vec<DeliveryRow> = sqlx::query_as(
             "SELECT * FROM webhook_deliveries WHERE merchant_id = $1 AND ($2::TEXT IS NULL OR event_id = $2) \
                AND ($3::TEXT IS NULL OR endpoint_id = $3) ORDER BY created DESC, event_id DESC LIMIT $4",

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use paywarden_api::{now, ApiConfig};
 use paywarden_store::{IdempotencyRecord, SqliteOptions, Write, WriteBatch};
-use sqlx::Connection;
 
 use crate::support::*;
 
@@ -12,11 +11,12 @@ const PAY: &str = "amount=1000&currency=usd&payment_method=pm_card_visa&confirm=
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_writer_queue_is_a_503_with_retry_after_and_writes_nothing() {
-    let opts = SqliteOptions { writer_queue_max: 1, busy_timeout: Duration::from_secs(30), ..SqliteOptions::default() };
+    // SQLite: one batch in the writer and a queue of one. PostgreSQL: two batches in flight.
+    let max = if postgres_mode() { 2 } else { 1 };
+    let opts = SqliteOptions { writer_queue_max: max, busy_timeout: Duration::from_secs(30), ..SqliteOptions::default() };
     let h = Harness::with_store(Duration::ZERO, ApiConfig::default(), opts).await;
-    // Another connection holds SQLite's write lock, so the writer blocks on its first group.
-    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", h.dir.path().join("paywarden.db").display())).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    // Another connection holds the writes back, so the first write blocks.
+    let lock = h.hold_writes().await;
 
     let router = h.router.clone();
     let key = h.key.clone();
@@ -43,7 +43,7 @@ async fn a_full_writer_queue_is_a_503_with_retry_after_and_writes_nothing() {
     assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     assert!(refused.err()["message"].as_str().unwrap().contains("retry"));
 
-    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.release().await;
     first.await.unwrap().ok();
     second.await.unwrap().ok();
     // Nothing of the refused request was stored: its key is free and makes a new payment.

@@ -25,6 +25,8 @@ pub const NO_AUTH: &str = "\u{0}none";
 
 pub struct Harness {
     pub dir: TempDir,
+    /// The database of this harness when the tests run on PostgreSQL (see `postgres_mode`).
+    pub pg: Option<paywarden_store::testing::PgDb>,
     pub app: Arc<App>,
     pub router: Router,
     /// The first merchant's id and secret key.
@@ -127,7 +129,53 @@ pub fn sandbox(latency: Duration) -> SandboxAcquirer {
     SandboxAcquirer::new(SandboxConfig { latency, fingerprint_key: [7; 32] })
 }
 
+/// The environment variable that runs this binary's tests on PostgreSQL (set by
+/// `every_api_test_runs_on_postgresql_too`, which runs the binary again with it).
+pub const BACKEND_ENV: &str = "PAYWARDEN_TEST_BACKEND";
+
+pub fn postgres_mode() -> bool {
+    std::env::var(BACKEND_ENV).is_ok_and(|v| v == "postgres")
+}
+
+/// Writes blocked behind another session: SQLite's write lock, or PostgreSQL's lock on the
+/// payment_intents table (a payment's first insert waits for it).
+pub enum HeldWrites {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl HeldWrites {
+    pub async fn release(self) {
+        match self {
+            HeldWrites::Sqlite(mut c) => {
+                sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+            }
+            HeldWrites::Postgres(mut c) => {
+                sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
 impl Harness {
+    pub async fn hold_writes(&self) -> HeldWrites {
+        use sqlx::Connection;
+        match &self.pg {
+            Some(db) => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query("LOCK TABLE payment_intents IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+                HeldWrites::Postgres(c)
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("paywarden.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+                HeldWrites::Sqlite(c)
+            }
+        }
+    }
+
     pub async fn new() -> Harness {
         Harness::with(Duration::ZERO, ApiConfig::default()).await
     }
@@ -138,10 +186,16 @@ impl Harness {
 
     pub async fn with_store(latency: Duration, cfg: ApiConfig, opts: SqliteOptions) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), opts).await.expect("open store");
-        let app = App::new(Arc::new(store), Arc::new(sandbox(latency)), cfg);
+        let (store, pg): (Arc<dyn Store>, _) = if postgres_mode() {
+            let db = paywarden_store::testing::PgDb::create("api test").await.expect("the parent run checked that PostgreSQL answers");
+            let pg_opts = paywarden_store::PgOptions { writes_max: opts.writer_queue_max, ..paywarden_store::PgOptions::default() };
+            (Arc::new(paywarden_store::PgStore::open(&db.url, pg_opts).await.expect("open the postgres store")), Some(db))
+        } else {
+            (Arc::new(SqliteStore::open(dir.path(), opts).await.expect("open store")), None)
+        };
+        let app = App::new(store, Arc::new(sandbox(latency)), cfg);
         let router = router(app.clone());
-        let mut h = Harness { dir, app, router, merchant: String::new(), key: String::new() };
+        let mut h = Harness { dir, pg, app, router, merchant: String::new(), key: String::new() };
         let (merchant, key) = h.add_merchant("first").await;
         h.merchant = merchant;
         h.key = key;
