@@ -8,6 +8,7 @@ mod load;
 mod memory;
 mod prometheus;
 mod receiver;
+mod replicas;
 mod rollout;
 mod sdk;
 mod server;
