@@ -28,8 +28,12 @@ struct Up {
 
 impl Up {
     async fn start(dir: &Path, token: Option<&str>) -> (Up, Vec<String>) {
+        Up::start_with(dir, token, &[]).await
+    }
+
+    async fn start_with(dir: &Path, token: Option<&str>, extra: &[&str]) -> (Up, Vec<String>) {
         let mut cmd = Command::new(BIN);
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"]).arg(dir).args(extra);
         if let Some(t) = token {
             cmd.args(["--admin-token", t]);
         }
@@ -371,4 +375,36 @@ impl Up {
         assert!(o.status.success(), "{}", text(&o));
         serde_json::from_slice(&o.stdout).unwrap()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_and_deploy_run_on_postgresql_with_every_instance_on_one_database() {
+    let Some(db) = paywarden_store::testing::PgDb::create("up_and_deploy_run_on_postgresql").await else { return };
+    let _g = HEAVY.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _) = Up::start_with(dir.path(), Some(TOKEN), &["--database", &db.url]).await;
+    assert!(up.key.starts_with("sk_test_"), "the stable instance made the first key in PostgreSQL");
+    // Two steps, so the canary meets enough traffic in seconds.
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, "name = \"two-step\"\nstep_timeout = \"60s\"\n[[steps]]\nweight = 50\nbake = \"3s\"\n[[steps]]\nweight = 100\nbake = \"3s\"\n[judge]\nmin_requests = 50\nmin_latency_samples = 30\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let load = up.load(100, 30, out.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let o = up.cli_async(&["deploy", "--version", "v2", "--plan", plan.to_str().unwrap()]).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("promoted"), "{t}");
+    let s = up.status();
+    assert_eq!(s["stable"]["version"], "v2", "{s}");
+    assert!(s["last_deployment"]["requests_to_canary"].as_u64().unwrap() > 50, "{s}");
+    let summary = finish_load(load, out.path()).await;
+    assert_eq!(summary["errors_total"], 0, "{}", summary["errors"]);
+    assert_eq!(summary["checks_mismatched"], 0);
+    // Stable, canary and baseline all wrote to PostgreSQL: no SQLite database in the data dir,
+    // and the books balance.
+    assert!(!dir.path().join(paywarden_store::sqlite::DB_FILE).exists());
+    drop(up);
+    let v = Command::new(BIN).args(["ledger", "verify", "--database", &db.url]).output().unwrap();
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("payments"), "{}", text(&v));
 }
