@@ -11,7 +11,8 @@ end
 
 function init(args)
   key = os.getenv("PAYWARDEN_KEY")
-  prefix = string.format("bench-%d-%d-", os.time(), thread_id)
+  -- PAYWARDEN_WRK_TAG tells apart wrk processes started in the same second.
+  prefix = string.format("bench-%s-%d-%d-", os.getenv("PAYWARDEN_WRK_TAG") or "", os.time(), thread_id)
 end
 
 function request()
