@@ -176,6 +176,21 @@ impl AnyStore {
         }
     }
 
+    /// Closes the store and opens it again on the same data.
+    pub async fn reopen(self, dir: &TempDir) -> AnyStore {
+        match self {
+            AnyStore::Sqlite(s) => {
+                s.close().await;
+                AnyStore::Sqlite(open(dir).await)
+            }
+            AnyStore::Postgres(s, db) => {
+                s.close().await;
+                let s = paywarden_store::PgStore::open(&db.url, paywarden_store::PgOptions::default()).await.expect("reopen");
+                AnyStore::Postgres(s, db)
+            }
+        }
+    }
+
     /// A number read behind the store's back (`SELECT` of one BIGINT).
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use paywarden_core::{AuthOutcome, CaptureMethod, Currency, Metadata, Status};
 use paywarden_store::{
-    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, Store, StoreError, Write,
+    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, StoreError, Write,
     WriteError,
 };
 use tempfile::TempDir;
@@ -570,14 +570,13 @@ async fn purge_deletes_old_records_in_chunks(backend: Backend) {
     .await
 }
 
-#[tokio::test]
-async fn data_survives_reopen() {
+async fn data_survives_reopen(backend: Backend) {
     within(async {
         let dir = TempDir::new().unwrap();
-        let store = open(&dir).await;
+        let Some(store) = open_backend(backend, &dir).await else { return };
         let pi = intent("pi_1", "acct_1", 500, Currency::JPY, CaptureMethod::Manual);
         write(
-            &store,
+            &*store,
             vec![
                 Write::Merchant(merchant("acct_1")),
                 Write::InsertIntent(pi.clone()),
@@ -596,7 +595,7 @@ async fn data_survives_reopen() {
             )
             .unwrap();
         write(
-            &store,
+            &*store,
             vec![
                 Write::UpdateIntent(c.intent.clone()),
                 Write::Charge(c.charge.clone()),
@@ -605,10 +604,9 @@ async fn data_survives_reopen() {
         )
         .await
         .unwrap();
-        store.close().await;
 
         // Reopening runs the migrations again (a no-op) and finds everything.
-        let store = open(&dir).await;
+        let store = store.reopen(&dir).await;
         let stored = store
             .payment_intent("acct_1", "pi_1")
             .await
@@ -631,6 +629,7 @@ async fn data_survives_reopen() {
 }
 
 crate::on_both_backends!(
+    data_survives_reopen,
     every_object_kind_round_trips,
     stale_intent_version_is_refused_and_keeps_the_stored_row,
     duplicates_are_conflicts_and_change_nothing,
