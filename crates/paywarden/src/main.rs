@@ -330,10 +330,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn open_any(data_dir: Option<&Path>, db: &DatabaseArgs, opts: SqliteOptions) -> anyhow::Result<Arc<dyn Store>> {
     match (&db.database, data_dir) {
         (Some(url), _) => {
-            check_database_url(url)?;
-            if db.pool_max == 0 || db.pool_max > POOL_MAX {
-                bail!("--pool-max must be 1 to {POOL_MAX}");
-            }
+            check_database_args(db)?;
             let pg = PgOptions { pool_max: db.pool_max, writes_max: opts.writer_queue_max, ..PgOptions::default() };
             let store = PgStore::open(url, pg).await.with_context(|| format!("opening the database {}", paywarden_store::postgres::redacted(url)))?;
             Ok(Arc::new(store))
@@ -348,6 +345,17 @@ async fn open_any(data_dir: Option<&Path>, db: &DatabaseArgs, opts: SqliteOption
 
 /// Most connections `--pool-max` may ask for.
 const POOL_MAX: u32 = 1000;
+
+/// The database flags, before anything is opened.
+fn check_database_args(db: &DatabaseArgs) -> anyhow::Result<()> {
+    if let Some(url) = &db.database {
+        check_database_url(url)?;
+    }
+    if db.pool_max == 0 || db.pool_max > POOL_MAX {
+        bail!("--pool-max must be 1 to {POOL_MAX}");
+    }
+    Ok(())
+}
 
 pub(crate) fn check_database_url(url: &str) -> anyhow::Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -424,6 +432,25 @@ fn key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Flags first: a refused command line writes nothing (not even the data dir).
+    if args.memory_sample_interval.is_zero() {
+        bail!("--memory-sample-interval must be above zero, e.g. 1s");
+    }
+    if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        bail!("--admin-token must be at least 16 characters");
+    }
+    if args.webhook_concurrency == 0 || args.webhook_concurrency > WEBHOOK_CONCURRENCY_MAX {
+        bail!("--webhook-concurrency must be 1 to {WEBHOOK_CONCURRENCY_MAX}");
+    }
+    for (name, d) in [("--webhook-backoff-base", args.webhook_backoff_base), ("--webhook-timeout", args.webhook_timeout)] {
+        if d.is_zero() || d > Duration::from_secs(3600) {
+            bail!("{name} must be above zero and at most 1h");
+        }
+    }
+    if args.webhook_retry_horizon < args.webhook_backoff_base {
+        bail!("--webhook-retry-horizon must be at least --webhook-backoff-base");
+    }
+    check_database_args(&args.db)?;
     let opts = SqliteOptions { writer_queue_max: args.writer_queue_max, ..SqliteOptions::default() };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let store = open_any(Some(&args.data_dir), &args.db, opts).await?;
@@ -442,23 +469,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let acquirer = SandboxAcquirer::new(SandboxConfig { latency: args.acquirer_latency, fingerprint_key: key });
     for f in &args.faults {
         tracing::warn!(fault = %f, "FAULT INJECTION ACTIVE: this instance misbehaves on purpose");
-    }
-    if args.memory_sample_interval.is_zero() {
-        bail!("--memory-sample-interval must be above zero, e.g. 1s");
-    }
-    if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
-        bail!("--admin-token must be at least 16 characters");
-    }
-    if args.webhook_concurrency == 0 || args.webhook_concurrency > WEBHOOK_CONCURRENCY_MAX {
-        bail!("--webhook-concurrency must be 1 to {WEBHOOK_CONCURRENCY_MAX}");
-    }
-    for (name, d) in [("--webhook-backoff-base", args.webhook_backoff_base), ("--webhook-timeout", args.webhook_timeout)] {
-        if d.is_zero() || d > Duration::from_secs(3600) {
-            bail!("{name} must be above zero and at most 1h");
-        }
-    }
-    if args.webhook_retry_horizon < args.webhook_backoff_base {
-        bail!("--webhook-retry-horizon must be at least --webhook-backoff-base");
     }
     // Webhook signing secrets derive from this key; losing it changes every endpoint's secret.
     let webhook_key = key_file(&args.data_dir.join("webhook.key"))?;

@@ -93,3 +93,40 @@ async fn failing_payments_fire_the_burn_rate_alert() {
     assert!(alerts["failure_rate"]["short"]["failures"].as_u64().unwrap() >= 90, "{alerts}");
     assert_eq!(alerts["events"].as_array().unwrap().len(), 1, "one firing event, not one per sample: {alerts}");
 }
+
+#[test]
+fn serve_and_drill_refuse_flags_out_of_range_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    for (flags, says) in [
+        (vec!["--webhook-concurrency", "0"], "--webhook-concurrency must be 1 to 1024"),
+        (vec!["--webhook-concurrency", "1025"], "--webhook-concurrency must be 1 to 1024"),
+        (vec!["--webhook-timeout", "0s"], "--webhook-timeout must be above zero and at most 1h"),
+        (vec!["--webhook-timeout", "3601s"], "--webhook-timeout must be above zero and at most 1h"),
+        (vec!["--webhook-backoff-base", "0s"], "--webhook-backoff-base must be above zero"),
+        (vec!["--webhook-backoff-base", "2s", "--webhook-retry-horizon", "1s"], "--webhook-retry-horizon must be at least"),
+        (vec!["--memory-sample-interval", "0s"], "--memory-sample-interval must be above zero"),
+        (vec!["--admin-token", "short"], "--admin-token must be at least 16"),
+        (vec!["--pool-max", "0", "--database", "postgres://x@127.0.0.1:1/x"], "--pool-max must be 1 to 1000"),
+        (vec!["--pool-max", "1001", "--database", "postgres://x@127.0.0.1:1/x"], "--pool-max must be 1 to 1000"),
+        (vec!["--database", "mysql://x@y/z"], "--database must be a postgres:// URL"),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", d];
+        args.extend(flags.iter().copied());
+        let out = crate::server::paywarden(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?} must say {says:?}: {err}");
+        assert!(!dir.exists(), "{flags:?} created the data dir");
+    }
+    let out_dir = tmp.path().join("drill");
+    for rate in ["0", "-1", "NaN", "2000.5"] {
+        let rate_flag = format!("--rate={rate}");
+        let out = crate::server::paywarden(&["drill", "--scenario", "aug12", &rate_flag, "--out", out_dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--rate {rate}: {err}");
+        assert!(err.contains("--rate must be above 0 and at most 2000"), "--rate {rate}: {err}");
+        assert!(!out_dir.exists(), "--rate {rate} wrote the drill's output");
+    }
+}
