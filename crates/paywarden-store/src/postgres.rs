@@ -43,7 +43,7 @@ use sqlx::{Executor, PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, MerchantRow, ScannedRow};
+use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, IdempotencyRow, MerchantRow, ScannedRow};
 use crate::sqlite::{
     CHARGES, EVENTS, PAGE_LIMIT_MAX, PAYMENT_INTENTS, PAYMENT_METHODS, PURGE_CHUNK_ROWS, REFUNDS,
     Table, WEBHOOK_ENDPOINTS, check_posting, decode, encode, event_from_json, to_i64, write_err,
@@ -779,34 +779,14 @@ impl Store for PgStore {
         if !storable(key) {
             return Ok(None);
         }
-        let row: Option<(Vec<u8>, i64, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = $1 AND key = $2")
-                .bind(merchant)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((hash, status, body, created)) = row else {
-            return Ok(None);
-        };
-        let request_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-            StoreError::Corrupt(format!(
-                "idempotency key {key}: request hash has {} bytes, not 32",
-                h.len()
-            ))
-        })?;
-        let status = u16::try_from(status).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "idempotency key {key}: status {status} is not an HTTP status"
-            ))
-        })?;
-        Ok(Some(IdempotencyRecord {
-            merchant: merchant.to_string(),
-            key: key.to_string(),
-            request_hash,
-            status,
-            body,
-            created,
-        }))
+        let row: Option<IdempotencyRow> = sqlx::query_as(
+            "SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+        )
+        .bind(merchant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.into_record(merchant, key)).transpose()
     }
 
     async fn event(&self, merchant: &str, id: &str) -> Result<Option<EventRecord>, StoreError> {

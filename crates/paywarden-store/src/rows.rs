@@ -151,3 +151,24 @@ pub(crate) fn unclaimed(
     }
     (u.through_seq > u.cursor_seq).then_some(u)
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct IdempotencyRow {
+    request_hash: Vec<u8>,
+    status: i64,
+    body: Vec<u8>,
+    created: i64,
+}
+
+impl IdempotencyRow {
+    /// The record of `key`, checking what a column's type cannot: a 32-byte hash, an HTTP status.
+    pub(crate) fn into_record(self, merchant: &str, key: &str) -> Result<crate::IdempotencyRecord, StoreError> {
+        let request_hash: [u8; 32] = self
+            .request_hash
+            .try_into()
+            .map_err(|h: Vec<u8>| StoreError::Corrupt(format!("idempotency key {key}: request hash has {} bytes, not 32", h.len())))?;
+        let status = u16::try_from(self.status)
+            .map_err(|_| StoreError::Corrupt(format!("idempotency key {key}: status {} is not an HTTP status", self.status)))?;
+        Ok(crate::IdempotencyRecord { merchant: merchant.to_string(), key: key.to_string(), request_hash, status, body: self.body, created: self.created })
+    }
+}

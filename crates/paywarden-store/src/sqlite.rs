@@ -60,12 +60,12 @@ use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Time
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, MerchantRow, ScannedRow};
+use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, IdempotencyRow, MerchantRow, ScannedRow};
 use crate::{
     ApiKeyRecord, ConflictKind, Delivery, DueDelivery, EventRecord, IdempotencyRecord, Merchant,
     Page, PageOf, Store, StoreError, StoreStats, Unclaimed, WebhookEndpointRecord, Write,
@@ -1373,35 +1373,14 @@ impl Store for SqliteStore {
         merchant: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
+        let row: Option<IdempotencyRow> = sqlx::query_as(
             "SELECT request_hash, status, body, created FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
         )
         .bind(merchant)
         .bind(key)
         .fetch_optional(&self.readers)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let hash: Vec<u8> = row.try_get("request_hash")?;
-        let request_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-            StoreError::Corrupt(format!(
-                "idempotency key {key}: request hash has {} bytes, not 32",
-                h.len()
-            ))
-        })?;
-        let status: i64 = row.try_get("status")?;
-        let status = u16::try_from(status).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "idempotency key {key}: status {status} is not an HTTP status"
-            ))
-        })?;
-        Ok(Some(IdempotencyRecord {
-            merchant: merchant.to_string(),
-            key: key.to_string(),
-            request_hash,
-            status,
-            body: row.try_get("body")?,
-            created: row.try_get("created")?,
-        }))
+        row.map(|r| r.into_record(merchant, key)).transpose()
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
