@@ -17,7 +17,7 @@
 //! [`ADMIN_BODY_BYTES_MAX`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -31,6 +31,7 @@ use subtle::ConstantTimeEq;
 
 use crate::controller::{ControlError, Controller, DeployRequest};
 use crate::plan::Plan;
+use crate::pods::{self, PodJudge};
 
 /// Largest admin request body.
 pub const ADMIN_BODY_BYTES_MAX: usize = 128 * 1024;
@@ -56,9 +57,7 @@ impl From<ControlError> for Response {
 
 /// The admin router. `token_sha256_hex` is the SHA-256 of the admin token, hex.
 pub fn router(controller: Controller, token_sha256_hex: &str) -> anyhow::Result<Router> {
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(token_sha256_hex, &mut digest).map_err(|e| anyhow::anyhow!("admin token hash: {e}"))?;
-    let state = Arc::new(AdminState { controller, token_sha256: digest });
+    let state = Arc::new(AdminState { controller, token_sha256: token_digest(token_sha256_hex)? });
     Ok(Router::new()
         .route("/admin/status", get(status))
         .route("/admin/canary/verdict", get(verdict))
@@ -72,8 +71,38 @@ pub fn router(controller: Controller, token_sha256_hex: &str) -> anyhow::Result<
         .with_state(state))
 }
 
+/// The admin API of `paywarden judge` (no controller: pods something else runs):
+/// `GET /admin/canary/verdict` (bearer token) and `GET /healthz`.
+pub fn judge_router(judge: Arc<Mutex<PodJudge>>, token_sha256_hex: &str) -> anyhow::Result<Router> {
+    let token_sha256 = token_digest(token_sha256_hex)?;
+    let verdict = move |headers: HeaderMap| {
+        let judge = judge.clone();
+        async move {
+            if let Err(r) = check_token(&token_sha256, &headers) {
+                return r;
+            }
+            Json(pods::lock(&judge).verdict_json()).into_response()
+        }
+    };
+    Ok(Router::new()
+        .route("/admin/canary/verdict", get(verdict))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "the judge serves GET /admin/canary/verdict and GET /healthz only") }))
+}
+
+fn token_digest(token_sha256_hex: &str) -> anyhow::Result<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(token_sha256_hex, &mut digest).map_err(|e| anyhow::anyhow!("admin token hash: {e}"))?;
+    Ok(digest)
+}
+
 #[allow(clippy::result_large_err)] // a Response is what the handlers return anyway
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    check_token(&state.token_sha256, headers)
+}
+
+#[allow(clippy::result_large_err)]
+fn check_token(token_sha256: &[u8; 32], headers: &HeaderMap) -> Result<(), Response> {
     let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(error(StatusCode::UNAUTHORIZED, "send the admin token: Authorization: Bearer TOKEN"));
     };
@@ -82,7 +111,7 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
         return Err(error(StatusCode::UNAUTHORIZED, "merchant keys do not work on the admin API; use the admin token `paywarden up` printed"));
     }
     let digest = Sha256::digest(token.as_bytes());
-    if bool::from(digest.as_slice().ct_eq(&state.token_sha256)) {
+    if bool::from(digest.as_slice().ct_eq(token_sha256)) {
         Ok(())
     } else {
         Err(error(StatusCode::UNAUTHORIZED, "wrong admin token"))

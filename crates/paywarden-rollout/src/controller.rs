@@ -1052,13 +1052,13 @@ pub fn canary_sites(canary: &Value, baseline: Option<&Value>, max: usize) -> Vec
 
 /// Heap against requests served, per instance, for the heap-growth slope.
 #[derive(Default)]
-struct Points {
+pub(crate) struct Points {
     xs: Vec<f64>,
     ys: Vec<f64>,
 }
 
 impl Points {
-    fn push(&mut self, requests: f64, heap: f64) {
+    pub(crate) fn push(&mut self, requests: f64, heap: f64) {
         if self.xs.len() >= HEAP_POINTS_MAX {
             let keep = |v: &mut Vec<f64>| {
                 let mut i = 0;
@@ -1076,7 +1076,7 @@ impl Points {
 
     /// Theil–Sen slope of heap bytes against requests, after the warm-up requests: bytes each
     /// request leaves behind. None until 5 points span at least 10 requests.
-    fn growth_per_request(&self) -> Option<f64> {
+    pub(crate) fn growth_per_request(&self) -> Option<f64> {
         let first = *self.xs.first()?;
         let start = self.xs.iter().position(|x| *x >= first + HEAP_WARMUP_REQUESTS)?;
         let (xs, ys) = (&self.xs[start..], &self.ys[start..]);

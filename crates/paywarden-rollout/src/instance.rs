@@ -612,7 +612,7 @@ async fn probe_ready(client: &reqwest::Client, url: &str) -> bool {
     )
 }
 
-enum Fetch {
+pub(crate) enum Fetch {
     Failed(String),
     TooLarge,
 }
@@ -622,7 +622,7 @@ async fn get_bounded(client: &reqwest::Client, url: &str, bearer: Option<&str>, 
     fetch_bounded(client, reqwest::Method::GET, url, bearer, max).await
 }
 
-async fn fetch_bounded(client: &reqwest::Client, method: reqwest::Method, url: &str, bearer: Option<&str>, max: usize) -> Result<Vec<u8>, Fetch> {
+pub(crate) async fn fetch_bounded(client: &reqwest::Client, method: reqwest::Method, url: &str, bearer: Option<&str>, max: usize) -> Result<Vec<u8>, Fetch> {
     let fetch = async {
         let mut req = client.request(method, url);
         if let Some(token) = bearer {

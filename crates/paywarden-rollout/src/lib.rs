@@ -8,6 +8,8 @@
 //! - [`instance`]: one gateway child process: start, readiness, `/metrics` scrape, stop.
 //! - [`plan`]: the steps (`default`, `fast`, or a TOML file).
 //! - [`judge`]: the canary judge (pure).
+//! - [`pods`]: the same judge for pods something else runs (`paywarden judge`, Kubernetes):
+//!   finds them by DNS, scrapes their `/metrics`, keeps the window.
 //! - [`events`]: the append-only event log (JSON lines) that reviews are built from.
 //! - [`samples`]: each deployment's per-second figures per instance (memory, traffic,
 //!   latency), for reviews.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod instance;
 pub mod judge;
 pub mod plan;
+pub mod pods;
 pub mod proxy;
 pub mod release;
 pub mod samples;

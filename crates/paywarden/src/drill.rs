@@ -177,14 +177,7 @@ pub async fn drill(a: DrillArgs) -> anyhow::Result<ExitCode> {
     }
     let mut body = json!({"version": format!("{}-drill", sc.name), "auto_rollback": !a.manual,
                           "args": sc.fault.map(|f| vec!["--fault".to_string(), f.to_string()]).unwrap_or_default()});
-    match a.plan.as_str() {
-        "default" | "fast" => body["plan"] = json!(a.plan),
-        path => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--plan {path}: not `default` or `fast`, and not a readable plan file"))?;
-            paywarden_rollout::plan::Plan::from_toml(&text, path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            body["plan_toml"] = json!(text);
-        }
-    }
+    crate::rollout::set_plan(&mut body, &a.plan)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating --out {}", a.out.display()))?;
     let tmp = tempfile::Builder::new().prefix("paywarden-drill-").tempdir().context("creating a temporary data dir")?;
     let data_dir = tmp.path().join("data");

@@ -84,6 +84,9 @@ enum Command {
     Status(rollout::StatusArgs),
     /// Every deployment and its outcome.
     History(rollout::StatusArgs),
+    /// The canary judge alone, for gateways something else runs (Argo Rollouts on
+    /// Kubernetes): scrapes the canary's and the stable's pods and serves the verdict.
+    Judge(rollout::JudgeArgs),
     /// Write a deployment's post-deployment review (HTML, Markdown) and, for an incident,
     /// the report draft.
     Review(drill::ReviewArgs),
@@ -300,6 +303,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Load(args) => load(args).await,
         Command::Up(args) => rollout::up(args).await,
+        Command::Judge(args) => rollout::judge(args).await,
         Command::Deploy(args) => rollout::deploy(args).await,
         Command::Rollback(args) => rollout::rollback(args).await,
         Command::Status(args) => rollout::status(args).await,

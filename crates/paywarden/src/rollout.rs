@@ -93,6 +93,90 @@ pub struct StatusArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct JudgeArgs {
+    /// Where the verdict is served (`GET /admin/canary/verdict`, bearer token). Unlike `up`'s
+    /// admin API it may listen beyond loopback (in a cluster, Argo Rollouts asks it): it only
+    /// reads.
+    #[arg(long, default_value = "127.0.0.1:4243")]
+    admin_listen: SocketAddr,
+    /// The canary's pods, as host:port: a headless Service's name resolves to each ready pod
+    /// (e.g. paywarden-canary-pods:4242); an address is one pod. Resolved at every tick.
+    /// Repeatable.
+    #[arg(long, required = true)]
+    canary: Vec<String>,
+    /// The stable's pods (the baseline), as --canary.
+    #[arg(long, required = true)]
+    stable: Vec<String>,
+    /// The token for the verdict, also sent to a leaking canary pod for its leak report (the
+    /// gateways' own --admin-token). At least 16 characters.
+    #[arg(long, env = "PAYWARDEN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// How often every pod's /metrics is read.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Latencies are compared over the last this long (a fresh canary's warm-up is forgotten
+    /// after it); the other metrics over everything since the canary appeared.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    latency_window: Duration,
+    /// The judge's settings (minimum requests, tolerances) from a plan: `default`, `fast` or a
+    /// TOML plan file; its steps are Argo Rollouts' to walk.
+    #[arg(long, default_value = "default")]
+    plan: String,
+}
+
+/// Shortest and longest `judge --interval`.
+const JUDGE_INTERVAL_MIN: Duration = Duration::from_millis(100);
+const JUDGE_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// Longest `judge --latency-window`.
+const JUDGE_LATENCY_WINDOW_MAX: Duration = Duration::from_secs(3600);
+
+/// `paywarden judge`: the canary judge for pods something else runs (Kubernetes).
+pub async fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
+    use paywarden_rollout::pods::{self, PodJudge};
+    if a.admin_token.chars().count() < ADMIN_TOKEN_CHARS_MIN {
+        bail!("--admin-token (or PAYWARDEN_ADMIN_TOKEN) must be at least {ADMIN_TOKEN_CHARS_MIN} characters");
+    }
+    if a.admin_token.starts_with("sk_") {
+        bail!("--admin-token must not look like a merchant key (sk_...)");
+    }
+    if !(JUDGE_INTERVAL_MIN..=JUDGE_INTERVAL_MAX).contains(&a.interval) {
+        bail!("--interval must be between {JUDGE_INTERVAL_MIN:?} and {JUDGE_INTERVAL_MAX:?}, got {:?}", a.interval);
+    }
+    if a.latency_window < 2 * a.interval || a.latency_window > JUDGE_LATENCY_WINDOW_MAX {
+        bail!(
+            "--latency-window must be at least twice --interval ({:?}) and at most {JUDGE_LATENCY_WINDOW_MAX:?}, got {:?}",
+            2 * a.interval,
+            a.latency_window
+        );
+    }
+    for (flag, targets) in [("--canary", &a.canary), ("--stable", &a.stable)] {
+        if targets.len() > pods::TARGETS_MAX {
+            bail!("at most {} {flag} targets, got {}", pods::TARGETS_MAX, targets.len());
+        }
+        for t in targets {
+            pods::check_target(t).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        }
+    }
+    let plan = read_plan(&a.plan)?.0;
+    let listener = tokio::net::TcpListener::bind(a.admin_listen).await.with_context(|| format!("binding --admin-listen {}", a.admin_listen))?;
+    let judge = std::sync::Arc::new(std::sync::Mutex::new(PodJudge::new(plan.judge, a.latency_window, a.canary.clone(), a.stable.clone())));
+    let router = admin::judge_router(judge.clone(), &release::hash_token(&a.admin_token))?;
+    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build()?;
+    println!(
+        "paywarden judge: verdict on http://{}/admin/canary/verdict; canary {}, stable {}, every {}",
+        listener.local_addr()?,
+        a.canary.join(", "),
+        a.stable.join(", "),
+        humantime::format_duration(a.interval)
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let scraper = tokio::spawn(pods::run(judge, a.interval, client, a.admin_token.clone()));
+    axum::serve(listener, router).with_graceful_shutdown(crate::shutdown_signal()).await?;
+    scraper.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Shortest admin token.
 const ADMIN_TOKEN_CHARS_MIN: usize = 16;
 
@@ -293,15 +377,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
         let abs = std::fs::canonicalize(b).with_context(|| format!("--binary {}", b.display()))?;
         body["binary"] = json!(abs);
     }
-    match a.plan.as_str() {
-        "default" | "fast" => body["plan"] = json!(a.plan),
-        path => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--plan {path}: not `default` or `fast`, and not a readable plan file"))?;
-            // Checked here too, so the error names the file.
-            paywarden_rollout::plan::Plan::from_toml(&text, path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            body["plan_toml"] = json!(text);
-        }
-    }
+    set_plan(&mut body, &a.plan)?;
     let started = admin.call(reqwest::Method::POST, "/admin/deployments", Some(body)).await?;
     let id = started["id"].as_str().unwrap_or("").to_string();
     println!("deployment {id}: {} with plan {}", a.version, a.plan);
@@ -309,6 +385,26 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     follow(&admin, &id).await
+}
+
+/// `--plan`: a built-in plan's name or a TOML plan file, and the file's text. Checked here,
+/// so an error names the file.
+pub(crate) fn read_plan(arg: &str) -> anyhow::Result<(paywarden_rollout::plan::Plan, Option<String>)> {
+    if let Some(plan) = paywarden_rollout::plan::Plan::builtin(arg) {
+        return Ok((plan, None));
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| format!("--plan {arg}: not `default` or `fast`, and not a readable plan file"))?;
+    let plan = paywarden_rollout::plan::Plan::from_toml(&text, arg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((plan, Some(text)))
+}
+
+/// Puts `--plan` in a deployment request: `plan` for a built-in one, `plan_toml` for a file.
+pub(crate) fn set_plan(body: &mut Value, arg: &str) -> anyhow::Result<()> {
+    match read_plan(arg)? {
+        (_, None) => body["plan"] = json!(arg),
+        (_, Some(text)) => body["plan_toml"] = json!(text),
+    }
+    Ok(())
 }
 
 /// Prints a deployment's progress until it ends; exit 0 if promoted, 1 if rolled back.

@@ -122,7 +122,25 @@ struct Workload<'a> {
     id: String,
     selector: BTreeMap<String, String>,
     pod_labels: BTreeMap<String, String>,
+    /// Labels Argo Rollouts adds to the pods of a role while they hold it (a Rollout's
+    /// canaryMetadata and stableMetadata), by role.
+    role_labels: BTreeMap<&'static str, BTreeMap<String, String>>,
     containers: &'a [Value],
+}
+
+impl Workload<'_> {
+    /// The role whose pods `selector` selects: `Some(None)` for every pod of the workload,
+    /// `Some(Some(role))` for the pods holding that role only.
+    fn selected_role(&self, selector: &BTreeMap<String, String>) -> Option<Option<&'static str>> {
+        if selects(selector, &self.pod_labels) {
+            return Some(None);
+        }
+        self.role_labels.iter().find_map(|(role, extra)| {
+            let mut with = self.pod_labels.clone();
+            with.extend(extra.clone());
+            selects(selector, &with).then_some(Some(*role))
+        })
+    }
 }
 
 fn workloads(m: &Manifests) -> Vec<Workload<'_>> {
@@ -133,6 +151,11 @@ fn workloads(m: &Manifests) -> Vec<Workload<'_>> {
             id: id(v),
             selector: labels(v.pointer("/spec/selector/matchLabels")),
             pod_labels: labels(v.pointer("/spec/template/metadata/labels")),
+            role_labels: [("canary", "canaryMetadata"), ("stable", "stableMetadata")]
+                .into_iter()
+                .map(|(role, field)| (role, labels(v.pointer(&format!("/spec/strategy/canary/{field}/labels")))))
+                .filter(|(_, l)| !l.is_empty())
+                .collect(),
             containers: array_at(v, "/spec/template/spec/containers"),
         })
         .collect()
@@ -140,7 +163,7 @@ fn workloads(m: &Manifests) -> Vec<Workload<'_>> {
 
 /// The one workload whose pods `selector` selects.
 fn selected<'a, 'm>(all: &'a [Workload<'m>], selector: &BTreeMap<String, String>) -> Result<&'a Workload<'m>, String> {
-    let hits: Vec<&Workload<'_>> = all.iter().filter(|w| selects(selector, &w.pod_labels)).collect();
+    let hits: Vec<&Workload<'_>> = all.iter().filter(|w| w.selected_role(selector).is_some()).collect();
     match hits.as_slice() {
         [one] => Ok(*one),
         [] => Err(format!("selector {selector:?} selects no pod template")),
@@ -885,9 +908,10 @@ fn check_probes(m: &Manifests) -> Problems {
     problems
 }
 
-/// The gateway container runs `serve` with --listen, --data-dir and --database; its memory
-/// limit exists (the memory guard forecasts against it) and covers its request; the admin
-/// token and the database URL come from Secrets; every `$(VAR)` in its args is defined.
+/// The gateway container runs `serve` with --listen and --data-dir; its memory limit exists
+/// (the memory guard forecasts against it) and covers its request; the admin token and the
+/// database URL come from Secrets in the environment (`PAYWARDEN_DATABASE`), never in the
+/// arguments, which other processes can read; every `$(VAR)` in its args is defined.
 fn check_gateway(m: &Manifests) -> Problems {
     let c = match container(m, "Rollout", ROLLOUT) {
         Ok(c) => c,
@@ -898,10 +922,13 @@ fn check_gateway(m: &Manifests) -> Problems {
     if args.first().map(String::as_str) != Some("serve") {
         problems.push(format!("the gateway must run `serve`, args are {args:?}"));
     }
-    for f in ["--listen", "--data-dir", "--database"] {
+    for f in ["--listen", "--data-dir"] {
         if flag(&args, f).is_none_or(|v| v.is_empty()) {
             problems.push(format!("the gateway's args lack {f}"));
         }
+    }
+    if flag(&args, "--database").is_some() {
+        problems.push("the database URL (and its password) must come in PAYWARDEN_DATABASE, not in --database".to_owned());
     }
     let limit = str_at(c, "/resources/limits/memory").map(|q| (q, bytes(q)));
     match limit {
@@ -916,7 +943,7 @@ fn check_gateway(m: &Manifests) -> Problems {
             }
         }
     }
-    for var in ["PAYWARDEN_ADMIN_TOKEN", "PAYWARDEN_DATABASE_URL"] {
+    for var in ["PAYWARDEN_ADMIN_TOKEN", "PAYWARDEN_DATABASE"] {
         if env_secret(c, var).is_none() {
             problems.push(format!("{var} must come from a Secret (env valueFrom.secretKeyRef)"));
         }
@@ -931,6 +958,57 @@ fn check_gateway(m: &Manifests) -> Problems {
                 problems.push(format!("arg {a:?} uses $({var}), which env does not define"));
             }
             rest = &rest[start + len + 1..];
+        }
+    }
+    problems
+}
+
+/// The judge's `--canary` and `--stable` name, with a port, headless Services here that select
+/// the Rollout's pods of that role only (by the role's ephemeral labels), on a port reaching
+/// the gateway's `http` port: a DNS lookup of each is then the list of that role's pods.
+fn check_judge_targets(m: &Manifests) -> Problems {
+    let c = match container(m, "Deployment", "paywarden-judge") {
+        Ok(c) => c,
+        Err(p) => return p,
+    };
+    let args = args_of(c);
+    let all = workloads(m);
+    let mut problems = Vec::new();
+    if args.first().map(String::as_str) != Some("judge") {
+        problems.push(format!("the judge must run `judge`, args are {args:?}"));
+    }
+    for (flag_name, role) in [("--canary", "canary"), ("--stable", "stable")] {
+        let Some(target) = flag(&args, flag_name) else {
+            problems.push(format!("the judge's args lack {flag_name}"));
+            continue;
+        };
+        let Some((host, port)) = target.rsplit_once(':') else {
+            problems.push(format!("{flag_name} {target:?} is not SERVICE:PORT"));
+            continue;
+        };
+        let Some(svc) = m.get("Service", host) else {
+            problems.push(format!("{flag_name} names Service {host:?}, which is not here"));
+            continue;
+        };
+        if str_at(svc, "/spec/clusterIP") != Some("None") {
+            problems.push(format!("{}: must be headless (clusterIP: None) so that its name resolves to each pod", id(svc)));
+        }
+        let selector = labels(svc.pointer("/spec/selector"));
+        match selected(&all, &selector) {
+            Ok(w) if w.id == format!("Rollout {ROLLOUT}") && w.selected_role(&selector) == Some(Some(role)) => {}
+            Ok(w) => problems.push(format!("{}: must select the {role} pods of Rollout {ROLLOUT} only, selects {:?} of {}", id(svc), w.selected_role(&selector), w.id)),
+            Err(e) => problems.push(format!("{}: {e}", id(svc))),
+        }
+        let reaches = array_at(svc, "/spec/ports").iter().any(|p| {
+            p.get("port").and_then(Value::as_i64).map(|n| n.to_string()).as_deref() == Some(port)
+                && m.rollout().is_ok_and(|r| {
+                    let target = p.get("targetPort").or_else(|| p.get("port")).unwrap_or(&Value::Null);
+                    container_port(array_at(r, "/spec/template/spec/containers"), target)
+                        == container_port(array_at(r, "/spec/template/spec/containers"), &json!("http"))
+                })
+        });
+        if !reaches {
+            problems.push(format!("{flag_name} port {port} is no port of {} that reaches the gateway's http port", id(svc)));
         }
     }
     problems
@@ -982,6 +1060,11 @@ fn gateway_container_has_memory_limit_and_secrets() {
 
 /// The checks' own test: each breakage must be reported by the check that guards against it.
 #[test]
+fn the_judge_finds_each_roles_pods_by_dns() {
+    assert_clean("judge targets", check_judge_targets(&load()));
+}
+
+#[test]
 fn every_check_catches_a_broken_copy() {
     type Check = fn(&Manifests) -> Problems;
     type Break = fn(&mut Manifests);
@@ -1005,7 +1088,7 @@ fn every_check_catches_a_broken_copy() {
         let arg = args.iter_mut().find(|a| str_at(a, "/name") == Some(name)).unwrap_or_else(|| panic!("no arg {name}"));
         arg["value"] = json!(value);
     }
-    let cases: [(&str, Check, Break); 27] = [
+    let cases: [(&str, Check, Break); 32] = [
         ("a document without kind", check_documents, |m| {
             m.docs[0].1.as_object_mut().expect("object").remove("kind");
         }),
@@ -1089,6 +1172,27 @@ fn every_check_catches_a_broken_copy() {
         }),
         ("readiness asking /healthz", check_probes, |m| {
             *at(rollout(m), "/spec/template/spec/containers/0/readinessProbe/httpGet/path") = json!("/healthz");
+        }),
+        ("the database URL in the arguments", check_gateway, |m| {
+            let args = at(rollout(m), "/spec/template/spec/containers/0/args").as_array_mut().expect("args");
+            args.push(json!("--database=$(PAYWARDEN_DATABASE)"));
+        }),
+        ("the canary pods' Service with a cluster IP", check_judge_targets, |m| {
+            at(m.get_mut("Service", "paywarden-canary-pods"), "/spec").as_object_mut().expect("spec").remove("clusterIP");
+        }),
+        ("the stable pods' Service selecting every gateway pod", check_judge_targets, |m| {
+            at(m.get_mut("Service", "paywarden-stable-pods"), "/spec/selector").as_object_mut().expect("selector").remove("paywarden.dev/role");
+        }),
+        ("no canaryMetadata on the Rollout", check_judge_targets, |m| {
+            at(rollout(m), "/spec/strategy/canary").as_object_mut().expect("canary").remove("canaryMetadata");
+        }),
+        ("the judge scraping the stable pods on the wrong port", check_judge_targets, |m| {
+            let args = at(m.get_mut("Deployment", "paywarden-judge"), "/spec/template/spec/containers/0/args").as_array_mut().expect("args");
+            for a in args.iter_mut() {
+                if a.as_str().is_some_and(|s| s.starts_with("--stable=")) {
+                    *a = json!("--stable=paywarden-stable-pods:8080");
+                }
+            }
         }),
         ("no memory limit", check_gateway, |m| {
             at(rollout(m), "/spec/template/spec/containers/0/resources").as_object_mut().expect("resources").remove("limits");

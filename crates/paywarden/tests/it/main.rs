@@ -4,6 +4,7 @@
 mod crash;
 mod drill;
 mod faults;
+mod judge;
 mod load;
 mod memory;
 mod prometheus;

@@ -26,11 +26,16 @@ impl Server {
     }
 
     pub async fn spawn(dir: &Path, key: Option<String>, extra: &[&str]) -> Server {
+        Server::spawn_with_env(dir, key, extra, &[]).await
+    }
+
+    pub async fn spawn_with_env(dir: &Path, key: Option<String>, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("PAYWARDEN_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
