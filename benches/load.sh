@@ -32,7 +32,7 @@ echo "wrk -t1 -c64 /healthz: $W req/s"
 
 field() { python3 -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 best=0
-for rate in 10000 20000 30000 35000 40000 45000 50000 55000 60000 70000; do
+for rate in 10000 20000 30000 40000 50000 60000 70000 80000 90000 100000 110000 120000 130000; do
   $BIN load --threads 1 --target "$URL" --key "$KEY" --scenario noop --rate $rate --duration "${D}s" --no-memory --out "$DATA/noop-$rate" >/dev/null || true
   ach=$(field "$DATA/noop-$rate/summary.json" requests_per_second)
   drop=$(field "$DATA/noop-$rate/summary.json" dropped_rate)

@@ -8,6 +8,7 @@ pub mod schedule;
 pub mod summary;
 pub mod threshold;
 pub mod flows;
+pub mod http;
 pub mod run;
 pub mod target;
 

@@ -135,7 +135,8 @@ struct LoadArgs {
     #[arg(long)]
     no_memory: bool,
     /// Worker threads of the generator (default: one per core). On the target's own machine,
-    /// 1 leaves the other cores to the target, as `wrk -t1` does.
+    /// 1 leaves the other cores to the target, as `wrk -t1` does: everything then runs on
+    /// that one thread.
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -254,7 +255,13 @@ fn main() -> ExitCode {
             eprintln!("error: --threads must be 1 to {LOAD_THREADS_MAX}");
             return ExitCode::from(2);
         }
-        builder.worker_threads(*n);
+        if *n == 1 {
+            // One thread in all: the schedule, the requests and their connections on the
+            // same thread, so starting an iteration wakes no other thread (BENCHMARKS.md).
+            builder = tokio::runtime::Builder::new_current_thread();
+        } else {
+            builder.worker_threads(*n);
+        }
     }
     // `up`'s proxy forwards each request between two sockets: on one worker thread its tasks
     // wake each other without crossing threads (no futex, no migration), which is most of its
