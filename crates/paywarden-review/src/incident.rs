@@ -90,8 +90,8 @@ pub fn render(review: &Review) -> String {
     if let Some((at, what)) = detection(review) {
         let _ = writeln!(o, "Detected {:.1} s after the deployment started by the canary judge (canary against a baseline started with it): {what}.\n", review.since_start_s(at));
     }
-    if let Some(d) = review.diagnosis.as_ref().filter(|_| memory_cause(review)) {
-        if let Some(top) = d.cause() {
+    if let Some(d) = review.diagnosis.as_ref().filter(|_| memory_cause(review))
+        && let Some(top) = d.cause() {
             let _ = writeln!(o, "Heap diff of the canary over {:.0} s (sites net of the baseline's growth):\n", d.window_s);
             let _ = writeln!(o, "| allocation site | kept | rate | share | evidence |\n|---|---|---|---|---|");
             for site in &d.sites {
@@ -111,7 +111,6 @@ pub fn render(review: &Review) -> String {
             }
             let _ = writeln!(o);
         }
-    }
     if let Some(l) = &review.leak_report {
         let _ = writeln!(o, "memguard's verdict on the canary at rollback: **{}**{}.\n", l.state, l.summary.as_ref().map(|s| format!(" ({s})")).unwrap_or_default());
     }

@@ -118,11 +118,10 @@ where
     let mut accounts: BTreeMap<(String, Currency, Account), i128> = BTreeMap::new();
     let mut current: Option<PostingSum> = None;
     while let Some((posting_id, merchant, code, account_name, amount)) = rows.try_next().await? {
-        if current.as_ref().is_none_or(|c| c.id != posting_id) {
-            if let Some(done) = current.replace(PostingSum::new(posting_id.clone())) {
+        if current.as_ref().is_none_or(|c| c.id != posting_id)
+            && let Some(done) = current.replace(PostingSum::new(posting_id.clone())) {
                 done.finish(audit);
             }
-        }
         let Some(p) = current.as_mut() else { continue };
         p.legs += 1;
         p.sum += amount as i128;

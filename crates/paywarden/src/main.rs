@@ -324,11 +324,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger { command: LedgerCommand::Verify { data_dir, db } } => {
-            if let (None, Some(dir)) = (&db.database, &data_dir) {
-                if !dir.join(paywarden_store::sqlite::DB_FILE).exists() {
+            if let (None, Some(dir)) = (&db.database, &data_dir)
+                && !dir.join(paywarden_store::sqlite::DB_FILE).exists() {
                     bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", dir.display());
                 }
-            }
             let store = open_any(data_dir.as_deref(), &db, SqliteOptions::default()).await?;
             let report = store.audit().await.context("reading the ledger")?;
             print!("{report}");

@@ -535,7 +535,7 @@ async fn a_group_of_events_and_attempts_commits_on_the_bulk_path() {
         let bulk_before = store.stats().bulk_commits;
         // 30 batches queue behind a held lock and commit as one group: events with intents,
         // and one attempt's outcome.
-        let lock = hold_write_lock(&*store).await;
+        let lock = hold_write_lock(&store).await;
         let mut handles = Vec::new();
         for i in 0..30 {
             let ops = vec![

@@ -31,12 +31,15 @@ struct Sent {
     body: String,
 }
 
+/// Idempotency-Key -> (intent id, status, amount_received).
+type Acks = BTreeMap<String, (String, String, u64)>;
+
 #[derive(Default)]
 struct Log {
     /// Idempotency-Key -> the request, for every request sent.
     sent: BTreeMap<String, Sent>,
     /// Idempotency-Key -> (intent id, status, amount_received) for every 200 received.
-    acked: BTreeMap<String, (String, String, u64)>,
+    acked: Acks,
     /// Intents a capture was acknowledged for, with the amount captured.
     captured: BTreeMap<String, u64>,
 }
@@ -165,7 +168,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
 /// each of its requests retried twice converges on one answer, the second a replay. Returns
 /// how many had no answer before the kill.
 async fn check(srv: &Server, key: &str, log: &Arc<Mutex<Log>>, client: &reqwest::Client, cycle: usize) -> usize {
-    let (sent, acked): (Vec<(String, Sent)>, BTreeMap<String, (String, String, u64)>) = {
+    let (sent, acked): (Vec<(String, Sent)>, Acks) = {
         let l = log.lock().unwrap();
         (l.sent.iter().filter(|(_, s)| s.cycle == cycle).map(|(k, s)| (k.clone(), s.clone())).collect(), l.acked.clone())
     };
