@@ -31,6 +31,12 @@ pub const VERIFY_CONCURRENCY: usize = 32;
 /// How long to wait for in-flight iterations after the schedule ends.
 pub const DRAIN_MAX: Duration = Duration::from_secs(30);
 
+/// Connections to the target by default: enough for tens of thousands of requests a second
+/// at loopback latencies, few enough that the kernel's cost per request stays low.
+pub const CONNECTIONS_DEFAULT: usize = 256;
+/// Most connections a run may open.
+pub const CONNECTIONS_MAX: usize = 10_000;
+
 /// What to run against what.
 #[derive(Clone)]
 pub struct LoadConfig {
@@ -45,6 +51,9 @@ pub struct LoadConfig {
     pub sample_memory: bool,
     /// Show the live progress line (on a terminal).
     pub progress: bool,
+    /// Most connections to the target at once (requests in flight beyond it wait for one);
+    /// at most the scenario's in-flight cap. [`CONNECTIONS_DEFAULT`], 1 to [`CONNECTIONS_MAX`].
+    pub connections: usize,
     /// Set to end the run early: no iteration starts after it is seen (the run then drains
     /// and verifies as at its scheduled end). A drill stops its load once the rollout ends.
     pub stop: Option<Arc<AtomicBool>>,
@@ -118,7 +127,10 @@ pub async fn run(cfg: LoadConfig) -> Result<Summary, LoadError> {
     let run_id = format!("load-{:016x}", rand::rng().random::<u64>());
     // Shared, not cloned, by every iteration: a clone per iteration would copy strings and
     // vectors at tens of thousands a second.
-    let fast = crate::http::Client::new(&base, &cfg.key, cfg.timeout, sc.max_in_flight.min(4096)).await.map_err(LoadError::Config)?;
+    if !(1..=CONNECTIONS_MAX).contains(&cfg.connections) {
+        return Err(LoadError::Config(format!("--connections must be 1 to {CONNECTIONS_MAX}, got {}", cfg.connections)));
+    }
+    let fast = crate::http::Client::new(&base, &cfg.key, cfg.timeout, cfg.connections.min(sc.max_in_flight)).await.map_err(LoadError::Config)?;
     let target = Arc::new(Target { client: fast, base: base.clone(), key: cfg.key.clone(), run_id });
     let sc = &Arc::new(sc.clone());
 

@@ -207,6 +207,7 @@ async fn run(a: &DrillArgs, sc: &'static Scenario, up: &Up, token: &str, body: V
         key: up.key.clone(),
         scenario,
         timeout: Duration::from_secs(10),
+        connections: paywarden_load::run::CONNECTIONS_DEFAULT,
         sample_memory: false,
         progress: false,
         stop: Some(stop.clone()),

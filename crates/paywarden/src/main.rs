@@ -125,6 +125,10 @@ struct LoadArgs {
     /// Most iterations in flight; past it, iterations are dropped (counted), not queued.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Most connections to the target at once; requests beyond it wait for a free one (their
+    /// latency counts from their scheduled start). 1 to 10000, at most --max-in-flight.
+    #[arg(long, default_value_t = paywarden_load::run::CONNECTIONS_DEFAULT)]
+    connections: usize,
     /// Write summary.json and report.html here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -606,6 +610,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         key: a.key.clone(),
         scenario,
         timeout: a.timeout,
+        connections: a.connections,
         sample_memory: !a.no_memory,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         stop: None,

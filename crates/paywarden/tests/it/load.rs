@@ -114,4 +114,21 @@ async fn a_failed_threshold_fails_the_run_and_a_bad_scenario_names_its_line() {
     let o = tokio::task::block_in_place(|| load(&srv, &["--threshold", "p99<50"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unit"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // --connections: 1 to 10000, named at both edges; one connection still serves a run.
+    for bad in ["0", "10001"] {
+        let o = tokio::task::block_in_place(|| load(&srv, &["--scenario", "noop", "--rate", "10", "--duration", "1s", "--connections", bad]));
+        assert_eq!(o.status.code(), Some(2), "--connections {bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--connections must be 1 to 10000"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for good in ["1", "10000"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = tokio::task::block_in_place(|| {
+            load(&srv, &["--scenario", "noop", "--rate", "50", "--duration", "1s", "--connections", good, "--out", out.path().to_str().unwrap()])
+        });
+        assert!(o.status.success(), "--connections {good}: {}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["errors_total"], 0, "--connections {good}: {s}");
+        assert!(s["iterations_completed"].as_u64().unwrap() >= 45, "--connections {good}: {s}");
+    }
 }
