@@ -11,7 +11,7 @@
 #    rollback complete (deploy's own exit), the step it failed at, and the share of the
 #    deployment's requests that reached the canary.
 #
-# Needs wrk (Debian package). Builds the release binary unless SKIP_BUILD=1. Stops by itself.
+# PROXY_ONLY=1 stops after part 1. Needs wrk (Debian package). Builds the release binary unless SKIP_BUILD=1. Stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-10}
@@ -47,6 +47,7 @@ for round in 1 2; do
   done
 done
 echo "proxy/direct: payments $(awk -v a="${SUM[proxy-p]}" -v b="${SUM[direct-p]}" 'BEGIN {printf "%.3f", a/b}'), healthz $(awk -v a="${SUM[proxy-h]}" -v b="${SUM[direct-h]}" 'BEGIN {printf "%.3f", a/b}')"
+[ -z "${PROXY_ONLY:-}" ] || exit 0   # PROXY_ONLY=1: the proxy's cost alone
 
 leak() {  # $1: plan
   local out="$DATA/load-$1"
