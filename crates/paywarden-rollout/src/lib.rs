@@ -15,6 +15,7 @@
 //!   latency), for reviews.
 //! - [`release`]: releases (binary, hash, arguments, version) and the deployment history.
 //! - [`admin`]: the admin HTTP API (loopback, bearer token).
+//! - [`tls`]: TLS termination (rustls) for `serve` and the proxy.
 //!
 //! This crate knows the gateway only through its command line (`serve --listen --data-dir`),
 //! `/readyz`, and the names of a few `/metrics` series; it knows nothing of payments or of
@@ -30,5 +31,6 @@ pub mod pods;
 pub mod proxy;
 pub mod release;
 pub mod samples;
+pub mod tls;
 
 pub use judge::{judge, JudgeConfig, MetricVerdict, Score, Verdict, Window};

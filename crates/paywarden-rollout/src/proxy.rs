@@ -143,6 +143,8 @@ pub struct ProxyConfig {
     pub latency_samples_max: usize,
     /// Client connections served at once; accepting pauses at the limit. Default 10 000.
     pub connections_max: usize,
+    /// Terminate TLS on the public listener (`up --tls-cert --tls-key`); None: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ProxyConfig {
@@ -154,6 +156,7 @@ impl Default for ProxyConfig {
             retries_max: 2,
             latency_samples_max: 5_000,
             connections_max: 10_000,
+            tls: None,
         }
     }
 }
@@ -657,6 +660,7 @@ impl Proxy {
         // every connection task watches this and asks its connection to finish.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.inner.cfg.connections_max.max(1)));
+        let tls = self.inner.cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let mut conns = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         loop {
@@ -689,20 +693,16 @@ impl Proxy {
                 let xff = xff.clone();
                 async move { Ok::<_, Infallible>(inner.handle(req, xff).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let mut stop = stop_rx.clone();
+            let (builder, stop, tls) = (builder.clone(), stop_rx.clone(), tls.clone());
             conns.spawn(async move {
-                let mut conn = pin!(conn);
-                let res = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.changed() => {
-                        // Finish the request under way (if any), then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "proxy: client connection ended with an error");
+                match tls {
+                    None => drive(&builder, stream, svc, stop).await,
+                    // The handshake in the connection's own task: a slow one holds one
+                    // permit, never the accept loop.
+                    Some(acceptor) => match crate::tls::accept(&acceptor, stream).await {
+                        Ok(tls_stream) => drive(&builder, tls_stream, svc, stop).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "proxy: TLS"),
+                    },
                 }
                 drop(permit);
             });
@@ -927,6 +927,31 @@ impl Inner {
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Failure::TooLarge),
             Err(_) => Err(Failure::Broken),
         }
+    }
+}
+
+/// Serves one client connection until it ends, or until `stop` says so (then the request under
+/// way, if any, is finished first).
+async fn drive<IO, S>(builder: &hyper::server::conn::http1::Builder, io: IO, svc: S, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: 'static + Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let mut conn = pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "proxy: client connection ended with an error");
     }
 }
 

@@ -19,6 +19,7 @@ use rand::RngCore;
 mod drill;
 mod guard;
 mod rollout;
+mod serve_tls;
 
 /// jemalloc: its statistics feed the memory guard, and its sampling heap profiler names
 /// leaking allocation sites.
@@ -205,6 +206,29 @@ struct ServeArgs {
     /// Webhook deliveries in flight at once.
     #[arg(long, default_value_t = 16)]
     webhook_concurrency: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS termination (rustls): both files, or neither for plain HTTP.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// PEM certificate chain, leaf first; with --tls-key, the listener speaks HTTPS.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The server configuration, or None without TLS; an error names the file.
+    pub(crate) fn config(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some(paywarden_rollout::tls::server_config(c, k).map_err(anyhow::Error::msg)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Where the data is: SQLite in --data-dir (the default) or a PostgreSQL database.
@@ -465,6 +489,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--webhook-retry-horizon must be at least --webhook-backoff-base");
     }
     check_database_args(&args.db)?;
+    // The certificate and key are read (and paired) before anything is written.
+    let tls = args.tls.config()?;
     let opts = SqliteOptions { writer_queue_max: args.writer_queue_max, ..SqliteOptions::default() };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let store = open_any(Some(&args.data_dir), &args.db, opts).await?;
@@ -537,7 +563,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let database = args.db.database.as_deref().map_or_else(|| "sqlite".to_string(), paywarden_store::postgres::redacted);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), %database, acquirer = "sandbox", "paywarden serving");
-    println!("paywarden listening on http://{addr}");
+    println!("paywarden listening on {}://{addr}", if tls.is_some() { "https" } else { "http" });
     for f in &args.faults {
         println!("fault injected: {f}");
     }
@@ -546,16 +572,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = std::io::stdout().flush();
     let supervisor = std::env::var("PAYWARDEN_SUPERVISOR_PID").ok().and_then(|p| p.parse::<u32>().ok());
-    axum::serve(listener, paywarden_api::router(app))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown_signal() => {}
-                () = supervisor_gone(supervisor) => {
-                    tracing::warn!("the supervising `paywarden up` is gone; shutting down");
-                }
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = supervisor_gone(supervisor) => {
+                tracing::warn!("the supervising `paywarden up` is gone; shutting down");
             }
-        })
-        .await?;
+        }
+    };
+    match tls {
+        Some(tls) => serve_tls::serve(listener, paywarden_api::router(app), tls, stop).await?,
+        None => axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(stop).await?,
+    }
     tracing::info!("paywarden stopped");
     Ok(())
 }

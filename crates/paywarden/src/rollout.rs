@@ -44,6 +44,9 @@ pub struct UpArgs {
     /// How long a stopping instance gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     stop_grace: Duration,
+    /// TLS on the public listener (the proxy); the instances behind it stay on loopback HTTP.
+    #[command(flatten)]
+    tls: crate::TlsArgs,
     /// Arguments for the stable release's instances (after `serve --listen --data-dir`).
     #[arg(last = true)]
     instance_args: Vec<String>,
@@ -190,6 +193,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &a.db.database {
         crate::check_database_url(url)?;
     }
+    let tls = a.tls.config()?;
     std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
     let dir = release::rollout_dir(&a.data_dir);
     std::fs::create_dir_all(&dir)?;
@@ -219,7 +223,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         None => std::env::current_exe().context("finding this executable")?,
     };
     let initial = Release::new(&a.release_version, &binary, a.instance_args.clone()).map_err(anyhow::Error::msg)?;
-    let proxy = Proxy::new(ProxyConfig::default());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let proxy = Proxy::new(ProxyConfig { tls, ..ProxyConfig::default() });
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding --listen {}", a.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(a.admin_listen).await.with_context(|| format!("binding --admin-listen {}", a.admin_listen))?;
     let (public, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
@@ -242,7 +247,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }));
     let status = controller.status();
-    println!("paywarden up: proxy on http://{public}, admin API on http://{admin_addr}");
+    println!("paywarden up: proxy on {scheme}://{public}, admin API on http://{admin_addr}");
     println!(
         "stable release {} (sha256 {}…), pid {}",
         status["stable"]["version"].as_str().unwrap_or("?"),

@@ -13,6 +13,7 @@ mod replicas;
 mod rollout;
 mod sdk;
 mod server;
+mod tls;
 mod webhooks;
 
 use server::Server;

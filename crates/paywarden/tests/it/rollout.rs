@@ -18,11 +18,11 @@ use crate::HEAVY;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-struct Up {
+pub(crate) struct Up {
     child: Child,
-    proxy: String,
+    pub(crate) proxy: String,
     admin: String,
-    key: String,
+    pub(crate) key: String,
     dir: PathBuf,
 }
 
@@ -31,7 +31,7 @@ impl Up {
         Up::start_with(dir, token, &[]).await
     }
 
-    async fn start_with(dir: &Path, token: Option<&str>, extra: &[&str]) -> (Up, Vec<String>) {
+    pub(crate) async fn start_with(dir: &Path, token: Option<&str>, extra: &[&str]) -> (Up, Vec<String>) {
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"]).arg(dir).args(extra);
         if let Some(t) = token {
