@@ -45,6 +45,8 @@ use sha2::{Digest, Sha256};
 
 pub mod error;
 pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -59,6 +61,13 @@ use params::{Params, DESCRIPTION_CHARS_MAX};
 pub struct ApiConfig {
     /// Largest request body accepted; past it, 413.
     pub body_bytes_max: usize,
+    /// Requests to `/v1/*` and `/admin/*` handled at once; past it, 429 with Retry-After
+    /// (admission control: overload is refused at once instead of queued in memory). Probes
+    /// and `/metrics` are never refused.
+    pub requests_in_flight_max: usize,
+    /// Longest wait for a request's body once its head is in; past it, 408 and nothing
+    /// written (a client that trickles its body holds no more than this).
+    pub body_read_timeout: Duration,
     /// How long an idempotent response is kept and replayed (Stripe: 24 h).
     pub idempotency_ttl_s: i64,
     /// Idempotency keys being processed at once in this process; past it, 503.
@@ -87,6 +96,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             body_bytes_max: 64 * 1024,
+            requests_in_flight_max: 1024,
+            body_read_timeout: Duration::from_secs(10),
             idempotency_ttl_s: 24 * 3600,
             idempotency_in_flight_max: 4096,
             idempotency_key_chars_max: 255,
@@ -113,6 +124,8 @@ pub struct App {
     metrics: metrics::Metrics,
     /// Work done, for the memory guard's bytes-per-request and bytes-per-payment.
     requests_total: AtomicU64,
+    /// API requests being handled (admission control).
+    admitted: std::sync::atomic::AtomicUsize,
     payments_total: AtomicU64,
     payment_requests_total: AtomicU64,
     payment_failures_total: AtomicU64,
@@ -284,6 +297,7 @@ impl App {
             faults,
             metrics,
             requests_total: AtomicU64::new(0),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
             payments_total: AtomicU64::new(0),
             payment_requests_total: AtomicU64::new(0),
             payment_failures_total: AtomicU64::new(0),
@@ -350,6 +364,7 @@ impl App {
         m.component("idempotency_in_flight", in_flight, self.cfg.idempotency_in_flight_max);
         let keys = self.keys.lock().map(|k| k.len()).unwrap_or(0);
         m.component("api_key_cache", keys, self.cfg.api_key_cache_max);
+        m.component("requests_in_flight", self.admitted.load(Ordering::Relaxed), self.cfg.requests_in_flight_max);
         m.encode()
     }
 
@@ -415,7 +430,7 @@ impl App {
                 "paywarden answered with an injected fault (serve --fault errors=RATE); nothing was read or written.",
             ));
         }
-        let bytes = read_body(body, self.cfg.body_bytes_max).await?;
+        let bytes = read_body(body, self.cfg.body_bytes_max, self.cfg.body_read_timeout).await?;
         let params = parse_body(&parts.headers, &bytes)?;
         let idem_key = idempotency_key(&parts.headers, self.cfg.idempotency_key_chars_max)?;
         let mut fingerprint = Sha256::new();
@@ -1146,15 +1161,22 @@ fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, Ap
     Ok(Some(s.to_string()))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<bytes::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorType::InvalidRequestError,
             Some("body_too_large"),
             format!("The request body is larger than body_bytes_max ({limit} bytes); send fewer or shorter parameters."),
-        )
-    })
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorType::InvalidRequestError,
+            Some("body_timeout"),
+            format!("The request body did not arrive within body_read_timeout ({} s); send it whole, at once.", timeout.as_secs_f64()),
+        )),
+    }
 }
 
 fn parse_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Params, ApiError> {
@@ -1289,6 +1311,22 @@ async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Counts and times every request by its route template (never the raw path: bounded labels).
+/// One API request admitted: counted while it lives.
+struct Admitted<'a>(&'a App);
+
+impl<'a> Admitted<'a> {
+    fn enter(app: &'a App) -> Option<Admitted<'a>> {
+        let max = app.cfg.requests_in_flight_max;
+        app.admitted.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Admitted(app))
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn track(State(app): State<Arc<App>>, req: Request, next: axum::middleware::Next) -> Response {
     let route = req
         .extensions()
@@ -1296,7 +1334,24 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: axum::middleware
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
-    let res = next.run(req).await;
+    let res = if route.starts_with("/v1/") || route.starts_with("/admin/") || route == "unmatched" {
+        match Admitted::enter(&app) {
+            Some(_admitted) => next.run(req).await,
+            None => {
+                let max = app.cfg.requests_in_flight_max;
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorType::InvalidRequestError,
+                    Some("rate_limit"),
+                    format!("paywarden is handling requests_in_flight_max ({max}) requests already; retry after a second, with the same Idempotency-Key for a POST."),
+                );
+                e.retry_after = Some(1);
+                e.into_response()
+            }
+        }
+    } else {
+        next.run(req).await
+    };
     app.requests_total.fetch_add(1, Ordering::Relaxed);
     let m = &app.metrics;
     m.http_duration.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());

@@ -120,6 +120,71 @@ pub fn signature_header(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Largest `Stripe-Signature` header [`verify_signature`] reads.
+pub const SIGNATURE_HEADER_BYTES_MAX: usize = 4096;
+/// The receivers' default tolerance (the Stripe SDKs'): a signature more than this many
+/// seconds from the receiver's clock is refused.
+pub const SIGNATURE_TOLERANCE_S: i64 = 300;
+
+/// Why [`verify_signature`] refused a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the Stripe-Signature header is longer than {SIGNATURE_HEADER_BYTES_MAX} bytes")]
+    TooLong,
+    #[error("the Stripe-Signature header has no t=UNIX_SECONDS timestamp")]
+    NoTimestamp,
+    #[error("the Stripe-Signature header has no v1= signature")]
+    NoSignature,
+    #[error("the signature's timestamp is {0} s from now, more than the tolerance")]
+    OutsideTolerance(i64),
+    #[error("no v1 signature matches the body and the secret")]
+    Mismatch,
+}
+
+/// Checks a delivery as a receiver must (Stripe's `Webhook.construct_event`): the header's
+/// `t=` is within `tolerance_s` of `now`, and one of its `v1=` signatures (several during a
+/// secret's rotation) is the HMAC-SHA256 of `"{t}.{body}"` under `secret`, compared in
+/// constant time. Other schemes (`v0=`) and unknown items are ignored. Pure; any input is
+/// answered (no panic), which a fuzz target checks.
+pub fn verify_signature(header: &str, secret: &str, body: &[u8], now: i64, tolerance_s: i64) -> Result<(), SignatureError> {
+    if header.len() > SIGNATURE_HEADER_BYTES_MAX {
+        return Err(SignatureError::TooLong);
+    }
+    let mut t: Option<i64> = None;
+    let mut signatures: Vec<[u8; 32]> = Vec::new();
+    for item in header.split(',') {
+        let Some((k, v)) = item.trim().split_once('=') else { continue };
+        match k {
+            "t" if t.is_none() => t = v.parse::<i64>().ok(),
+            "v1" => {
+                let mut sig = [0u8; 32];
+                if hex::decode_to_slice(v, &mut sig).is_ok() {
+                    signatures.push(sig);
+                }
+            }
+            _ => {}
+        }
+    }
+    let t = t.ok_or(SignatureError::NoTimestamp)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::NoSignature);
+    }
+    let skew = now.saturating_sub(t);
+    if skew.saturating_abs() > tolerance_s {
+        return Err(SignatureError::OutsideTolerance(skew));
+    }
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    let mut any = subtle::Choice::from(0);
+    for sig in &signatures {
+        any |= subtle::ConstantTimeEq::ct_eq(expected.as_slice(), sig.as_slice());
+    }
+    if bool::from(any) { Ok(()) } else { Err(SignatureError::Mismatch) }
+}
+
 /// The events a write batch makes, in order: `(type, object)`.
 pub(crate) fn events_of(op: EventSource, batch: &WriteBatch) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
@@ -551,6 +616,27 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_verify_as_a_receiver_checks_them() {
+        let (secret, body, t) = ("whsec_abc", br#"{"id":"evt_1"}"#.as_slice(), 1_700_000_000);
+        let h = signature_header(secret, t, body);
+        assert_eq!(verify_signature(&h, secret, body, t + 10, SIGNATURE_TOLERANCE_S), Ok(()));
+        // Rotation: an old signature beside the right one, and a v0 scheme, are fine.
+        let rotated = format!("t={t},v1={},v0=zz,{}", "00".repeat(32), h.split(',').nth(1).unwrap());
+        assert_eq!(verify_signature(&rotated, secret, body, t, 300), Ok(()));
+        assert_eq!(verify_signature(&h, "whsec_other", body, t, 300), Err(SignatureError::Mismatch));
+        assert_eq!(verify_signature(&h, secret, b"{}", t, 300), Err(SignatureError::Mismatch));
+        assert_eq!(verify_signature(&h, secret, body, t + 301, 300), Err(SignatureError::OutsideTolerance(301)));
+        assert_eq!(verify_signature(&h, secret, body, t - 301, 300), Err(SignatureError::OutsideTolerance(-301)));
+        assert_eq!(verify_signature(&h, secret, body, t + 300, 300), Ok(()), "the tolerance's edge is inside");
+        assert_eq!(verify_signature("v1=00", secret, body, t, 300), Err(SignatureError::NoTimestamp));
+        assert_eq!(verify_signature(&format!("t={t}"), secret, body, t, 300), Err(SignatureError::NoSignature));
+        assert_eq!(verify_signature(&format!("t={t},v1=xyz"), secret, body, t, 300), Err(SignatureError::NoSignature));
+        assert_eq!(verify_signature(&"a".repeat(SIGNATURE_HEADER_BYTES_MAX + 1), secret, body, t, 300), Err(SignatureError::TooLong));
+        // Extreme numbers neither panic nor pass.
+        assert!(verify_signature(&format!("t={},v1={}", i64::MIN, "00".repeat(32)), secret, body, i64::MAX, 300).is_err());
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_stops_at_its_cap() {

@@ -3,6 +3,8 @@
 //! are passed in, acquirer outcomes are passed in, and every function is a plain computation
 //! that tests can call exhaustively.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ledger;
 pub mod metadata;
 pub mod money;

@@ -121,7 +121,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle keep-alive connections kept per instance.
 pub const POOL_IDLE_PER_BACKEND: usize = 1024;
-/// An idle upstream connection is closed after this long.
+/// An idle upstream connection is closed after this long: before an instance closes it itself
+/// (`serve --header-read-timeout`, 65 s by default), so that a request is never written to a
+/// connection the instance is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The response header naming the instance (route label) that answered.

@@ -19,7 +19,7 @@ use rand::RngCore;
 mod drill;
 mod guard;
 mod rollout;
-mod serve_tls;
+mod listen;
 
 /// jemalloc: its statistics feed the memory guard, and its sampling heap profiler names
 /// leaking allocation sites.
@@ -167,6 +167,18 @@ struct ServeArgs {
     /// Largest request body, in bytes; past it, 413.
     #[arg(long, default_value_t = ApiConfig::default().body_bytes_max)]
     body_bytes_max: usize,
+    /// API requests handled at once; past it, 429 with Retry-After (probes and /metrics are
+    /// never refused). 1 to 100000.
+    #[arg(long, default_value_t = ApiConfig::default().requests_in_flight_max)]
+    requests_in_flight_max: usize,
+    /// Client connections at once; past it, accepting pauses until one closes. 1 to 1000000.
+    #[arg(long, default_value_t = listen::CONNECTIONS_DEFAULT)]
+    connections_max: usize,
+    /// How long a connection may take to send a request head, or stay idle between requests,
+    /// before it is closed (1s to 1h). Keep it above the idle timeout of a load balancer in
+    /// front (AWS ALB: 60 s).
+    #[arg(long, default_value = "65s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
     /// Inject a fault, for tests and drills: leak=BYTES (kept on every confirmed payment),
     /// errors=RATE (that fraction of payment requests answered 500), latency=DURATION; or a
     /// benign memory pattern a leak detector must not flag: cache=BYTES (1 KiB per payment,
@@ -488,6 +500,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.webhook_retry_horizon < args.webhook_backoff_base {
         bail!("--webhook-retry-horizon must be at least --webhook-backoff-base");
     }
+    if !(1..=REQUESTS_IN_FLIGHT_MAX).contains(&args.requests_in_flight_max) {
+        bail!("--requests-in-flight-max must be 1 to {REQUESTS_IN_FLIGHT_MAX}");
+    }
+    if !(1..=listen::CONNECTIONS_MAX).contains(&args.connections_max) {
+        bail!("--connections-max must be 1 to {}", listen::CONNECTIONS_MAX);
+    }
+    if !(Duration::from_secs(1)..=listen::HEADER_READ_TIMEOUT_MAX).contains(&args.header_read_timeout) {
+        bail!("--header-read-timeout must be 1s to 1h");
+    }
     check_database_args(&args.db)?;
     // The certificate and key are read (and paired) before anything is written.
     let tls = args.tls.config()?;
@@ -514,6 +535,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let webhook_key = key_file(&args.data_dir.join("webhook.key"))?;
     let cfg = ApiConfig {
         body_bytes_max: args.body_bytes_max,
+        requests_in_flight_max: args.requests_in_flight_max,
         faults: args.faults.clone(),
         memory_metrics: args.memory_guard == Switch::On,
         admin_token: args.admin_token.clone(),
@@ -580,13 +602,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    match tls {
-        Some(tls) => serve_tls::serve(listener, paywarden_api::router(app), tls, stop).await?,
-        None => axum::serve(listener, paywarden_api::router(app)).with_graceful_shutdown(stop).await?,
-    }
+    listen::serve(listener, paywarden_api::router(app), tls, args.connections_max, args.header_read_timeout, stop).await?;
     tracing::info!("paywarden stopped");
     Ok(())
 }
+
+/// Largest `serve --requests-in-flight-max`.
+const REQUESTS_IN_FLIGHT_MAX: usize = 100_000;
 
 /// Default rate and duration of `load` when neither the command line nor a file sets them.
 const LOAD_RATE_DEFAULT: f64 = 50.0;

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod card_data;
 mod declines;
+mod fuzz;
 mod idempotency;
 mod limits;
 mod metrics;

@@ -145,3 +145,19 @@ fn every_currency_parses_in_both_cases_with_its_exponent() {
     assert_eq!(exp("usd"), 2);
     assert_eq!((Currency::USD.code(), Currency::JPY.code(), Currency::KWD.code(), Currency::EUR.code()), ("usd", "jpy", "kwd", "eur"));
 }
+
+// The amount-and-currency fuzz target's body (fuzz/fuzz_targets/amount_currency.rs) on
+// random inputs and on the shapes that matter: numbers around the limits, signs, fractions,
+// exponents, whitespace, and codes in any case.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+    #[test]
+    fn fuzz_amount_and_currency_on_random_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+        paywarden_core::fuzzing::amount_and_currency(&data);
+    }
+
+    #[test]
+    fn fuzz_amount_and_currency_on_number_shapes(text in r"[ +-]?[0-9]{0,12}([.eE][0-9+-]{0,4})?[ ]?\x00[a-zA-Z]{0,4}") {
+        paywarden_core::fuzzing::amount_and_currency(text.as_bytes());
+    }
+}

@@ -111,6 +111,12 @@ fn serve_and_drill_refuse_flags_out_of_range_and_write_nothing() {
         (vec!["--pool-max", "0", "--database", "postgres://x@127.0.0.1:1/x"], "--pool-max must be 1 to 1000"),
         (vec!["--pool-max", "1001", "--database", "postgres://x@127.0.0.1:1/x"], "--pool-max must be 1 to 1000"),
         (vec!["--database", "mysql://x@y/z"], "--database must be a postgres:// URL"),
+        (vec!["--requests-in-flight-max", "0"], "--requests-in-flight-max must be 1 to 100000"),
+        (vec!["--requests-in-flight-max", "100001"], "--requests-in-flight-max must be 1 to 100000"),
+        (vec!["--connections-max", "0"], "--connections-max must be 1 to 1000000"),
+        (vec!["--connections-max", "1000001"], "--connections-max must be 1 to 1000000"),
+        (vec!["--header-read-timeout", "999ms"], "--header-read-timeout must be 1s to 1h"),
+        (vec!["--header-read-timeout", "3601s"], "--header-read-timeout must be 1s to 1h"),
     ] {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", d];
         args.extend(flags.iter().copied());

@@ -7,6 +7,7 @@ mod faults;
 mod judge;
 mod load;
 mod memory;
+mod overload;
 mod prometheus;
 mod receiver;
 mod replicas;
