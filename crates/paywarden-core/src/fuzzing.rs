@@ -11,7 +11,7 @@ pub fn amount_and_currency(data: &[u8]) {
     let (amount_text, currency_text) = text.split_once('\u{0}').unwrap_or((&text, &text));
     if let Ok(a) = Amount::parse(amount_text) {
         let minor = a.get();
-        assert!(minor >= 1 && minor <= Amount::MAX, "{amount_text:?} accepted as {minor}");
+        assert!((1..=Amount::MAX).contains(&minor), "{amount_text:?} accepted as {minor}");
         assert_eq!(Amount::parse(&minor.to_string()), Ok(a), "{minor} must parse back");
         let sum = a.checked_add(a);
         assert_eq!(sum.is_ok(), minor * 2 <= Amount::MAX, "checked_add of {minor} twice");
