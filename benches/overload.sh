@@ -35,7 +35,7 @@ scenario() {  # $1: file, $2: executor TOML lines
 }
 S=${1:-}
 if [ -z "$S" ]; then
-  for rate in 250 500 750 1000 1500 2000 2500 3000 4000; do
+  for rate in 250 500 1000 2000 3000 4000 5000 6000 7000 8000; do
     scenario "$DATA/ladder.toml" "kind = \"constant-arrival-rate\"
 rate = $rate
 duration = \"5s\""

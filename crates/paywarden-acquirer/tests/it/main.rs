@@ -8,6 +8,14 @@ use paywarden_acquirer::{
 };
 use paywarden_core::{AuthOutcome, Currency, Timestamp};
 
+#[path = "../../../paywarden-core/tests/it/valgrind.rs"]
+mod valgrind;
+
+#[test]
+fn memcheck_under_valgrind_finds_no_leak_or_memory_error() {
+    valgrind::rerun_under_valgrind(&[]);
+}
+
 /// 2026-03-15T12:00:00Z.
 const NOW: Timestamp = 1_773_576_000;
 

@@ -1,10 +1,16 @@
 //! Integration tests of paywarden's HTTP API, driven in-process through the axum router.
 
+/// jemalloc, as in `paywarden serve`: its statistics measure what payments leave on the heap
+/// (`heap.rs`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin;
 mod auth;
 mod card_data;
 mod declines;
 mod fuzz;
+mod heap;
 mod idempotency;
 mod limits;
 mod metrics;

@@ -37,7 +37,7 @@ fn tamper() -> impl Strategy<Value = Tamper> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(crate::support::cases(128))]
 
     #[test]
     fn tampered_history_is_reported(ops in sim::ops(40), tamper in tamper()) {

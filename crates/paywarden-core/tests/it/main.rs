@@ -8,3 +8,9 @@ mod money;
 mod sim;
 mod state_machine;
 mod support;
+mod valgrind;
+
+#[test]
+fn memcheck_under_valgrind_finds_no_leak_or_memory_error() {
+    valgrind::rerun_under_valgrind(&["sim::"]);
+}

@@ -95,7 +95,7 @@ fn limits_at_their_edges_explicitly() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(crate::support::cases(128))]
 
     /// Up to 50 distinct keys are accepted, 51 are not.
     #[test]

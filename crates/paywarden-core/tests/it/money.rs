@@ -49,7 +49,7 @@ fn amount_edges_explicitly() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(crate::support::cases(2048))]
 
     #[test]
     fn parse_round_trips_every_valid_amount(v in edge_amount(), zeros in 0usize..3, pad in prop::bool::ANY) {
@@ -150,7 +150,7 @@ fn every_currency_parses_in_both_cases_with_its_exponent() {
 // random inputs and on the shapes that matter: numbers around the limits, signs, fractions,
 // exponents, whitespace, and codes in any case.
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+    #![proptest_config(crate::support::cases(4000))]
     #[test]
     fn fuzz_amount_and_currency_on_random_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
         paywarden_core::fuzzing::amount_and_currency(&data);

@@ -12,7 +12,7 @@ use crate::sim::{self, Sim};
 use crate::support::{check, check_eq};
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::support::cases(256))]
 
     #[test]
     fn state_machine_agrees_with_model_and_audit_balances(ops in sim::ops(60)) {

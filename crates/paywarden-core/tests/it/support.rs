@@ -17,3 +17,10 @@ pub fn check_eq<T: PartialEq + Debug>(left: T, right: T, what: impl FnOnce() -> 
         Err(TestCaseError::fail(format!("{}: left {left:?} != right {right:?}", what())))
     }
 }
+
+/// A property test's case count; a handful under valgrind (`valgrind.rs`), where every case
+/// costs fifty times as much and the code paths are the same.
+pub fn cases(n: u32) -> proptest::prelude::ProptestConfig {
+    let n = if std::env::var_os("PAYWARDEN_UNDER_VALGRIND").is_some() { n.min(4) } else { n };
+    proptest::prelude::ProptestConfig::with_cases(n)
+}
