@@ -15,7 +15,8 @@
 //!   latency), for reviews.
 //! - [`release`]: releases (binary, hash, arguments, version) and the deployment history.
 //! - [`admin`]: the admin HTTP API (loopback, bearer token).
-//! - [`tls`]: TLS termination (rustls) for `serve` and the proxy.
+//! - [`tls`]: TLS termination (rustls) for `serve` and the proxy; [`listener`]: the accept
+//!   loop they share (connection cap, a task per connection, graceful drain).
 //!
 //! This crate knows the gateway only through its command line (`serve --listen --data-dir`),
 //! `/readyz`, and the names of a few `/metrics` series; it knows nothing of payments or of
@@ -26,6 +27,7 @@ pub mod controller;
 pub mod events;
 pub mod instance;
 pub mod judge;
+pub mod listener;
 pub mod plan;
 pub mod pods;
 pub mod proxy;

@@ -106,12 +106,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Longest wait for a TCP connection to an instance (loopback: a refused connection fails at
@@ -653,75 +652,26 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<()> {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
-        // Graceful shutdown by hand (hyper-util's `server-graceful` feature is not enabled):
-        // every connection task watches this and asks its connection to finish.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let permits = Arc::new(Semaphore::new(self.inner.cfg.connections_max.max(1)));
-        let tls = self.inner.cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        let mut conns = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                p = Arc::clone(&permits).acquire_owned() => p.expect("the semaphore is never closed"),
-            };
-            let accepted = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: don't spin.
-                    tracing::warn!(error = %e, "proxy: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = Arc::clone(&self.inner);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+        let how = crate::listener::Listening {
+            http,
+            tls: self.inner.cfg.tls.clone(),
+            connections_max: self.inner.cfg.connections_max,
+            grace,
+            name: "proxy",
+        };
+        let inner = Arc::clone(&self.inner);
+        let service = move |peer: std::net::SocketAddr| {
+            let inner = Arc::clone(&inner);
             let xff = xff_value(peer.ip());
-            let svc = service_fn(move |req| {
+            service_fn(move |req| {
                 let inner = Arc::clone(&inner);
                 let xff = xff.clone();
                 async move { Ok::<_, Infallible>(inner.handle(req, xff).await) }
-            });
-            let (builder, stop, tls) = (builder.clone(), stop_rx.clone(), tls.clone());
-            conns.spawn(async move {
-                match tls {
-                    None => drive(&builder, stream, svc, stop).await,
-                    // The handshake in the connection's own task: a slow one holds one
-                    // permit, never the accept loop.
-                    Some(acceptor) => match crate::tls::accept(&acceptor, stream).await {
-                        Ok(tls_stream) => drive(&builder, tls_stream, svc, stop).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "proxy: TLS"),
-                    },
-                }
-                drop(permit);
-            });
-        }
-        drop(listener);
-        let _ = stop_tx.send(true);
-        let drained =
-            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(
-                open = conns.len(),
-                ?grace,
-                "proxy: grace expired; closing remaining connections"
-            );
-        }
-        conns.shutdown().await;
-        Ok(())
+            })
+        };
+        crate::listener::serve(listener, how, service, shutdown).await
     }
 }
 
@@ -929,31 +879,6 @@ impl Inner {
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Failure::TooLarge),
             Err(_) => Err(Failure::Broken),
         }
-    }
-}
-
-/// Serves one client connection until it ends, or until `stop` says so (then the request under
-/// way, if any, is finished first).
-async fn drive<IO, S>(builder: &hyper::server::conn::http1::Builder, io: IO, svc: S, mut stop: tokio::sync::watch::Receiver<bool>)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
-    S::Future: Send,
-    S::ResBody: 'static + Send,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-{
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    let mut conn = pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "proxy: client connection ended with an error");
     }
 }
 
