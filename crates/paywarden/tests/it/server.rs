@@ -30,6 +30,16 @@ impl Server {
     }
 
     pub async fn spawn_with_env(dir: &Path, key: Option<String>, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn_full(dir, key, extra, env, Stdio::inherit()).await
+    }
+
+    /// As [`Server::spawn`], its log (stderr) written to `log`.
+    pub async fn spawn_logging_to(dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("log file");
+        Server::spawn_full(dir, None, extra, env, Stdio::from(file)).await
+    }
+
+    async fn spawn_full(dir: &Path, key: Option<String>, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -37,7 +47,7 @@ impl Server {
             .env("PAYWARDEN_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn paywarden serve");
         let stdout = child.stdout.take().expect("stdout");
