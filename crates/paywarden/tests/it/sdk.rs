@@ -52,7 +52,7 @@ fn card_like_numbers(bytes: &[u8]) -> Vec<String> {
             let v = u32::from(c - b'0');
             if i % 2 == 1 { if v * 2 > 9 { v * 2 - 9 } else { v * 2 } } else { v }
         }).sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     };
     bytes
         .split(|b| !b.is_ascii_digit())
