@@ -31,7 +31,7 @@ async fn retained_per_payment(faults: Vec<Fault>, tag: &str) -> f64 {
     let h = Harness::with(Duration::ZERO, ApiConfig { faults, ..ApiConfig::default() }).await;
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for i in 0..WARMUP + MEASURED {
-        if i >= WARMUP && (i - WARMUP) % STEP == 0 {
+        if i >= WARMUP && (i - WARMUP).is_multiple_of(STEP) {
             xs.push((i - WARMUP) as f64);
             ys.push(allocated());
         }
