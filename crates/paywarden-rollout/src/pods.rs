@@ -454,18 +454,17 @@ pub async fn run(judge: Arc<Mutex<PodJudge>>, interval: Duration, client: reqwes
         ticks.tick().await;
         let (c, s) = tokio::join!(side(&client, &canary_targets), side(&client, &stable_targets));
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let (before, leaking) = {
+        let leaking = {
             let mut j = lock(&judge);
             let before = j.verdict.as_ref().map(|v| v.score);
             j.observe(now, c, s);
-            (before, j.leaking_canary_pod())
+            if let Some(v) = &j.verdict
+                && before != Some(v.score)
+            {
+                tracing::info!(score = v.score.as_str(), reason = %v.reason, "verdict");
+            }
+            j.leaking_canary_pod()
         };
-        let after = lock(&judge).verdict.as_ref().map(|v| (v.score, v.reason.clone()));
-        if let Some((score, reason)) = &after
-            && before != Some(*score)
-        {
-            tracing::info!(score = score.as_str(), %reason, "verdict");
-        }
         let due = last_report.is_none_or(|t| t.elapsed() >= LEAK_REPORT_EVERY);
         if let (Some(pod), true) = (leaking, due) {
             last_report = Some(tokio::time::Instant::now());
