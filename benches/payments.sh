@@ -14,8 +14,8 @@ CONNS=${2:-32}
 command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
 command -v oha >/dev/null || { echo "install oha: cargo install oha" >&2; exit 1; }
 
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p paywarden
-BIN=target/release/paywarden
+[ -n "${SKIP_BUILD:-}" ] || [ -n "${BIN:-}" ] || cargo build --release -q -p paywarden
+BIN=${BIN:-target/release/paywarden}   # BIN=path measures another build (an A/B of a change)
 DATA=$(mktemp -d)
 OUT=$(mktemp)
 $BIN serve --listen 127.0.0.1:0 --data-dir "$DATA/data" >"$OUT" 2>"$DATA/serve.log" &

@@ -11,8 +11,8 @@
 //! `BYTES_PER_REQUEST` (first argument, default 4096) of every request forever. The guard
 //! samples once a second and prints its verdict; within about 40 s it says `leaking`, and with
 //! heap profiling on (the environment variable above) it names `keep_for_later` as the site.
-//! A service does the same: set jemalloc as the global allocator, count its work, spawn the
-//! guard, and read [`MemoryGuard::snapshot`] and [`MemoryGuard::alerts`] where it needs them.
+//! A service does the same: set jemalloc as the global allocator, read the shared-object
+//! mappings before starting threads, count its work, spawn the guard, and read [`MemoryGuard::snapshot`] and [`MemoryGuard::alerts`] where it needs them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,13 @@ fn keep_for_later(kept: &Mutex<Vec<Box<[u8]>>>, bytes: usize) {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Before the runtime's threads exist (see `read_mappings_before_threads`).
+    memguard::profiler::read_mappings_before_threads();
+    tokio::runtime::Runtime::new()?.block_on(service())
+}
+
+async fn service() -> Result<(), Box<dyn std::error::Error>> {
     let bytes: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(4096);
     let served = Arc::new(AtomicU64::new(0));
 

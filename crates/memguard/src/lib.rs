@@ -188,6 +188,10 @@
 //! information (paywarden's release profile keeps line tables, `debug = 1`) and is done once
 //! per address, before the first sample for the addresses live at start.
 //!
+//! Call [`profiler::read_mappings_before_threads`] at the top of `main`, before a runtime starts:
+//! the first profile otherwise reads the process's shared objects in a way that can deadlock
+//! with another thread's first DNS lookup (glibc's loader locks, taken in opposite orders).
+//!
 //! Measured on `paywarden serve --fault leak=4096` at 150 payments/s (the end-to-end test):
 //! `leaking` after 38 s and the site `paywarden_api::faults::leak_on_confirmed_payment`
 //! named 1 s later, its rate within 25 % of the injected one. Profiling's cost is in

@@ -30,6 +30,24 @@ pub const SYMBOL_CACHE_MAX: usize = 65_536;
 #[error("heap profile: {0}")]
 pub struct ProfilerError(String);
 
+/// Reads the process's shared-object mappings now, if jemalloc profiles; call it from `main`
+/// before any other thread starts (before a tokio runtime is built).
+///
+/// jemalloc_pprof reads them lazily, on the first dump, through the `mappings` crate, which
+/// calls `dladdr` from inside a `dl_iterate_phdr` callback: it takes glibc's two loader locks in
+/// the opposite order to `dlopen`. If that first dump runs while another thread's first
+/// `getaddrinfo` loads an NSS module (`dlopen`), each thread waits for the lock the other
+/// holds, and every thread started after them blocks on the loader lock too: the process hangs
+/// for good. Seen in paywarden: a gateway restarted with webhook deliveries pending (the
+/// dispatcher resolves the endpoints' hosts at once) while the memory guard took its first
+/// profile never accepted a connection. Read once here, single-threaded, the mappings are
+/// never read again.
+pub fn read_mappings_before_threads() {
+    if PROF_CTL.is_some() {
+        let _ = mappings::MAPPINGS.is_some();
+    }
+}
+
 /// Handle to the process's heap profiler; cheap to clone.
 #[derive(Clone)]
 pub struct HeapProfiler {

@@ -56,6 +56,9 @@ pub mod webhooks;
 pub use error::{ApiError, ErrorType};
 use params::{Params, DESCRIPTION_CHARS_MAX};
 
+/// Stripe's limit on an Idempotency-Key, and the default of [`ApiConfig::idempotency_key_chars_max`].
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+
 /// Limits of the API layer. Every one is named with its unit and enforced at its edge.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -72,7 +75,7 @@ pub struct ApiConfig {
     pub idempotency_ttl_s: i64,
     /// Idempotency keys being processed at once in this process; past it, 503.
     pub idempotency_in_flight_max: usize,
-    /// Longest accepted Idempotency-Key.
+    /// Longest accepted Idempotency-Key (default [`IDEMPOTENCY_KEY_CHARS_MAX`]).
     pub idempotency_key_chars_max: usize,
     /// Authenticated keys cached in memory, and for how long.
     pub api_key_cache_max: usize,
@@ -100,7 +103,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(10),
             idempotency_ttl_s: 24 * 3600,
             idempotency_in_flight_max: 4096,
-            idempotency_key_chars_max: 255,
+            idempotency_key_chars_max: IDEMPOTENCY_KEY_CHARS_MAX,
             api_key_cache_max: 10_000,
             api_key_cache_ttl: Duration::from_secs(60),
             intent_lock_stripes: 1024,
@@ -359,6 +362,7 @@ impl App {
         m.resident.set(metrics::resident_bytes() as i64);
         let st = self.store.stats();
         m.component("writer_queue", st.writer_queue_len, st.writer_queue_max);
+        m.store(st.commits, st.batches_committed);
         m.component("store_readers", st.readers_busy, st.readers_max);
         let in_flight = self.in_flight.lock().map(|s| s.len()).unwrap_or(0);
         m.component("idempotency_in_flight", in_flight, self.cfg.idempotency_in_flight_max);
@@ -1031,11 +1035,11 @@ fn capture_method(p: &mut Params) -> Result<Option<CaptureMethod>, ApiError> {
 
 fn payment_method_types(p: &mut Params) -> Result<(), ApiError> {
     if let Some(types) = p.list("payment_method_types")?
-        && types.iter().any(|t| t != "card") {
+        && (types.is_empty() || types.iter().any(|t| t != "card")) {
             return Err(ApiError::invalid(
                 "parameter_invalid",
                 "payment_method_types",
-                "paywarden accepts only card payments: payment_method_types may contain only \"card\".",
+                "paywarden accepts only card payments: payment_method_types must be [\"card\"] (only \"card\", at least once).",
             ));
         }
     Ok(())
@@ -1151,7 +1155,11 @@ fn redact_key(key: &str) -> String {
 fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
     let invalid = |why: String| ApiError::invalid("idempotency_key_invalid", "Idempotency-Key", why);
-    let s = v.to_str().map_err(|_| invalid("The Idempotency-Key header must be printable ASCII.".into()))?;
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| s.bytes().all(|b| (b' '..=b'~').contains(&b)))
+        .ok_or_else(|| invalid("The Idempotency-Key header must be printable ASCII (no tabs or control characters).".into()))?;
     if s.is_empty() {
         return Err(invalid("The Idempotency-Key header is empty; send a unique value per operation, e.g. a UUID.".into()));
     }

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub webhook_attempts: Family<OutcomeLabels, Counter>,
     /// Deliveries queued on disk (the outbox's backlog), set by the delivery loop.
     pub webhook_pending: Gauge,
+    /// The store's own counters, copied in at scrape time.
+    pub store_commits: Counter,
+    pub store_batches: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,6 +92,8 @@ impl Metrics {
             faults: Family::default(),
             webhook_attempts: Family::default(),
             webhook_pending: Gauge::default(),
+            store_commits: Counter::default(),
+            store_batches: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests answered, by route template and status", m.http_requests.clone());
@@ -120,6 +125,16 @@ impl Metrics {
             m.webhook_attempts.clone(),
         );
         registry.register("paywarden_webhook_pending", "Webhook deliveries queued on disk, not yet delivered", m.webhook_pending.clone());
+        registry.register(
+            "paywarden_store_commits",
+            "Write transactions the store committed: on SQLite one group commit (one fsync) for every batch queued meanwhile, on PostgreSQL one per batch",
+            m.store_commits.clone(),
+        );
+        registry.register(
+            "paywarden_store_batches_committed",
+            "Write batches (one per request that changes something) the store committed; divided by paywarden_store_commits_total, the mean group size",
+            m.store_batches.clone(),
+        );
         registry.register("paywarden_component_length", "Items held by a bounded structure", m.component_length.clone());
         registry.register("paywarden_component_limit", "The limit of that bounded structure", m.component_limit.clone());
         registry.register("paywarden_fault_injected", "Faults injected with serve --fault (value: bytes per payment, error rate, or seconds of latency)", m.faults.clone());
@@ -149,6 +164,12 @@ impl Metrics {
         let l = ComponentLabels { component };
         self.component_length.get_or_create(&l).set(length as i64);
         self.component_limit.get_or_create(&l).set(limit as i64);
+    }
+
+    /// Mirrors the store's monotonic counters (read at scrape time, never decremented).
+    pub fn store(&self, commits: u64, batches: u64) {
+        self.store_commits.inner().fetch_max(commits, std::sync::atomic::Ordering::Relaxed);
+        self.store_batches.inner().fetch_max(batches, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn encode(&self) -> String {

@@ -17,6 +17,8 @@ pub enum MetadataError {
     KeyTooLong { key: String, len: usize },
     #[error("Metadata keys must not be empty.")]
     EmptyKey,
+    #[error("Metadata keys must not contain square brackets (`{key}`): a form body nests on them, as in metadata[key]=value.")]
+    KeyHasBrackets { key: String },
     #[error("Metadata values can be up to {max} characters long; the value of `{key}` has {len}.", max = Metadata::VALUE_CHARS_MAX)]
     ValueTooLong { key: String, len: usize },
 }
@@ -59,6 +61,9 @@ impl Metadata {
             }
             if key_len > Self::KEY_CHARS_MAX {
                 return Err(MetadataError::KeyTooLong { key: truncate(&key), len: key_len });
+            }
+            if key.contains(['[', ']']) {
+                return Err(MetadataError::KeyHasBrackets { key });
             }
             let value_len = value.chars().count();
             if value_len > Self::VALUE_CHARS_MAX {

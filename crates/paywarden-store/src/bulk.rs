@@ -14,6 +14,12 @@
 //! merchant) makes a statement fail or change fewer rows than expected; the caller then rolls
 //! the group back and replays it batch by batch under savepoints, which gives each batch its
 //! own exact outcome. Both paths run in one transaction and commit with one fsync.
+//!
+//! The bulk statements are `INSERT OR ROLLBACK` / `UPDATE OR ROLLBACK`: a constraint that fails
+//! ends the whole transaction, which the fallback above does anyway. With the default `ABORT`,
+//! SQLite must be able to undo just the failing statement, so it copies every page a
+//! multi-row statement touches into a statement journal first (a temporary file once it
+//! passes 64 KiB): work on the writer's serial path that this design never uses.
 
 use std::collections::HashMap;
 
@@ -466,7 +472,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
 
     run(
         conn,
-        "INSERT INTO payment_methods (id, merchant_id, created, data) VALUES ",
+        "INSERT OR ROLLBACK INTO payment_methods (id, merchant_id, created, data) VALUES ",
         "",
         4,
         rows.payment_methods,
@@ -475,7 +481,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO payment_intents (id, merchant_id, created, version, status, data) VALUES ",
+        "INSERT OR ROLLBACK INTO payment_intents (id, merchant_id, created, version, status, data) VALUES ",
         "",
         6,
         inserts,
@@ -484,7 +490,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "UPDATE payment_intents SET version = v.column3, status = v.column4, data = v.column5 FROM (VALUES ",
+        "UPDATE OR ROLLBACK payment_intents SET version = v.column3, status = v.column4, data = v.column5 FROM (VALUES ",
         ") AS v WHERE payment_intents.id = v.column1 AND payment_intents.merchant_id = v.column2",
         5,
         updates,
@@ -493,7 +499,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO charges (id, merchant_id, created, data) VALUES ",
+        "INSERT OR ROLLBACK INTO charges (id, merchant_id, created, data) VALUES ",
         " ON CONFLICT (id) DO UPDATE SET data = excluded.data WHERE charges.merchant_id = excluded.merchant_id",
         4,
         charges,
@@ -502,7 +508,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO refunds (id, merchant_id, payment_intent, amount, created, data) VALUES ",
+        "INSERT OR ROLLBACK INTO refunds (id, merchant_id, payment_intent, amount, created, data) VALUES ",
         "",
         6,
         rows.refunds,
@@ -511,7 +517,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO ledger_entries (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) VALUES ",
+        "INSERT OR ROLLBACK INTO ledger_entries (posting_id, leg, merchant_id, currency, account, amount, payment_intent, kind, created) VALUES ",
         "",
         9,
         rows.ledger,
@@ -520,7 +526,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) VALUES ",
+        "INSERT OR ROLLBACK INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) VALUES ",
         " ON CONFLICT (merchant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, \
            body = excluded.body, created = excluded.created",
         6,
@@ -530,7 +536,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     .await?;
     run(
         conn,
-        "INSERT INTO events (id, merchant_id, type, created, data) VALUES ",
+        "INSERT OR ROLLBACK INTO events (id, merchant_id, type, created, data) VALUES ",
         "",
         5,
         rows.events,
@@ -541,7 +547,7 @@ async fn write(conn: &mut SqliteConnection, mut rows: Rows) -> Result<(), Fallba
     // group to the slow path, where that is no error.
     run(
         conn,
-        "UPDATE webhook_deliveries SET state = v.column4, attempts = v.column5, next_attempt_at = v.column6,            last_attempt_at = v.column7, last_status = v.column8, last_error = v.column9 FROM (VALUES ",
+        "UPDATE OR ROLLBACK webhook_deliveries SET state = v.column4, attempts = v.column5, next_attempt_at = v.column6,            last_attempt_at = v.column7, last_status = v.column8, last_error = v.column9 FROM (VALUES ",
         ") AS v WHERE webhook_deliveries.endpoint_id = v.column1 AND webhook_deliveries.event_id = v.column2            AND webhook_deliveries.merchant_id = v.column3",
         9,
         rows.deliveries,

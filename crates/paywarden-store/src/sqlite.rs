@@ -59,8 +59,8 @@ use paywarden_core::ledger::{Audit, AuditReport};
 use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -96,8 +96,12 @@ pub struct SqliteOptions {
     /// How long a connection waits for a lock held by another connection or process
     /// (SQLite's `busy_timeout`). Default 5 s.
     pub busy_timeout: Duration,
-    /// Page cache of the writer connection, in KiB (SQLite's `cache_size`). Default 64 MiB:
-    /// the writer touches the hot ends of every index on every group.
+    /// Page cache of the writer connection, in KiB (SQLite's `cache_size`). Default 8 MiB:
+    /// with time-ordered ids the writer touches the right-hand ends of its indexes, a few
+    /// hundred pages. Larger is slower, not faster: every commit ends by truncating the page
+    /// cache (`pager_end_transaction` -> `pcache1TruncateUnsafe`), and that walk grew with the
+    /// cache (64 MiB: a quarter of the writer's CPU, by perf; 8 MiB: out of the profile, and
+    /// 55 MiB less RSS; payments/s see BENCHMARKS.md "Payments core").
     pub writer_cache_kib: u32,
     /// Page cache of each reader connection, in KiB. Default 16 MiB.
     pub reader_cache_kib: u32,
@@ -119,7 +123,7 @@ impl Default for SqliteOptions {
             batch_max: 256,
             readers_max: 4,
             busy_timeout: Duration::from_secs(5),
-            writer_cache_kib: 64 * 1024,
+            writer_cache_kib: 8 * 1024,
             reader_cache_kib: 16 * 1024,
             checkpoint_interval: Duration::from_millis(50),
             wal_autocheckpoint_pages: 16_384,
@@ -168,10 +172,14 @@ struct PurgeJob {
 }
 
 /// The SQLite store: a pool of read-only readers and one group-committing writer task.
-#[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    readers: SqlitePool,
+    /// Read-only connections, opened at start. Not a `sqlx::Pool`: that pings a connection
+    /// (a round trip to its thread) on every release, which cannot be turned off, and a
+    /// payment's idempotency look-up would pay it. A query cut off by a dropped future needs
+    /// no ping either: the connection runs its commands in order, so whatever the cut-off
+    /// query left (an open statement, a rollback) is done before the next user's first one.
+    readers: deadpool::unmanaged::Pool<SqliteConnection>,
     jobs: mpsc::Sender<Job>,
     writer: JoinHandle<()>,
     /// The checkpointer stops once this is dropped (it holds only a `Weak`).
@@ -180,6 +188,16 @@ pub struct SqliteStore {
     readers_max: u32,
     counters: Arc<Counters>,
     pragmas: SqlitePragmas,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("readers", &self.readers.status())
+            .field("queue_max", &self.queue_max)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -248,12 +266,17 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(busy)
             .pragma("cache_size", format!("-{}", opts.reader_cache_kib));
-        let readers = SqlitePoolOptions::new()
-            .max_connections(readers_max)
-            .connect_with(reader_opts)
-            .await?;
+        let readers = deadpool::unmanaged::Pool::new(readers_max as usize);
+        for _ in 0..readers_max {
+            let conn = SqliteConnection::connect_with(&reader_opts).await?;
+            // The pool was made with room for exactly these.
+            readers
+                .add(conn)
+                .await
+                .map_err(|(_, e)| reader_pool_error(e))?;
+        }
         {
-            let mut reader = readers.acquire().await?;
+            let mut reader = readers.get().await.map_err(reader_pool_error)?;
             let rp = read_pragmas(&mut reader).await?;
             check_pragmas("reader", &rp, busy_ms)?;
             info!(
@@ -323,11 +346,23 @@ impl SqliteStore {
             ..
         } = self;
         drop(_alive);
-        readers.close().await;
+        // Idle readers are taken out and closed first: `close` drops whatever is still in the
+        // pool. A reader in use now closes when its user drops it.
+        while let Ok(conn) = readers.try_remove() {
+            if let Err(e) = conn.close().await {
+                debug!(error = %e, "closing a reader connection failed");
+            }
+        }
+        readers.close();
         drop(jobs);
         if let Err(e) = writer.await {
             warn!(error = %e, "sqlite writer task ended abnormally");
         }
+    }
+
+    /// A reader connection, waiting for one to be free.
+    async fn reader(&self) -> Result<deadpool::unmanaged::Object<SqliteConnection>, StoreError> {
+        self.readers.get().await.map_err(reader_pool_error)
     }
 
     async fn get_object<T: DeserializeOwned>(
@@ -343,7 +378,7 @@ impl SqliteStore {
         let data: Option<String> = sqlx::query_scalar(&sql)
             .bind(id)
             .bind(merchant)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         data.map(|d| decode(table, &d)).transpose()
     }
@@ -377,7 +412,7 @@ impl SqliteStore {
         page: &Page,
     ) -> Result<PageOf<String>, StoreError> {
         let limit = page.limit.clamp(1, PAGE_LIMIT_MAX) as usize;
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.reader().await?;
         let after = match &page.starting_after {
             Some(id) => Some(cursor_seq(&mut conn, table, merchant, id).await?),
             None => None,
@@ -489,6 +524,11 @@ async fn cursor_seq(
         object: table.object,
         id: id.to_string(),
     })
+}
+
+/// The reader pool only fails once closed.
+fn reader_pool_error(_: deadpool::unmanaged::PoolError) -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
 }
 
 fn busy_timeout_ms(d: Duration) -> i64 {
@@ -661,7 +701,13 @@ impl Writer {
                 }
                 Err(why) => {
                     debug!(%why, batches = batches.len(), "bulk group path gave up; replaying batch by batch");
-                    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                    // A bulk statement that failed (`OR ROLLBACK`) has ended the transaction
+                    // already; a row count the checks did not predict has not.
+                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                        && !no_transaction_active(&e)
+                    {
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -721,6 +767,11 @@ impl Writer {
             let _ = job.reply.send(result);
         }
     }
+}
+
+/// `ROLLBACK` found no transaction to end (SQLite's "cannot rollback - no transaction is active").
+fn no_transaction_active(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains("no transaction is active"))
 }
 
 /// The error every batch of a failed group gets (sqlx errors do not clone).
@@ -1146,7 +1197,7 @@ impl Store for SqliteStore {
              WHERE k.hash = ?1",
         )
         .bind(&hash[..])
-        .fetch_optional(&self.readers)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         Ok(row.map(Merchant::from))
     }
@@ -1155,14 +1206,14 @@ impl Store for SqliteStore {
         let row: Option<MerchantRow> =
             sqlx::query_as("SELECT id, name, created FROM merchants WHERE name = ?1")
                 .bind(name)
-                .fetch_optional(&self.readers)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
         Ok(row.map(Merchant::from))
     }
 
     async fn merchants_count(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants")
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n.max(0) as u64)
     }
@@ -1226,7 +1277,7 @@ impl Store for SqliteStore {
         let row: Option<EventRow> = sqlx::query_as("SELECT id, merchant_id, type, created, data FROM events WHERE id = ?1 AND merchant_id = ?2")
             .bind(id)
             .bind(merchant)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         Ok(row.map(EventRecord::from))
     }
@@ -1277,7 +1328,7 @@ impl Store for SqliteStore {
         )
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -1304,7 +1355,7 @@ impl Store for SqliteStore {
         .bind(event)
         .bind(endpoint)
         .bind(i64::from(limit.clamp(1, PAGE_LIMIT_MAX)))
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.into_iter().map(Delivery::try_from).collect()
     }
@@ -1317,7 +1368,9 @@ impl Store for SqliteStore {
                   WHERE w.status = 'enabled')",
             wants("w.events_filter", "e.type")
         );
-        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.readers).await?;
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *self.reader().await?)
+            .await?;
         Ok(n.max(0) as u64)
     }
 
@@ -1332,7 +1385,7 @@ impl Store for SqliteStore {
         let n: i64 = sqlx::query_scalar(&sql)
             .bind(merchant)
             .bind(event)
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n.max(0) as u64)
     }
@@ -1347,7 +1400,7 @@ impl Store for SqliteStore {
              WHERE status = 'enabled' AND EXISTS (SELECT 1 FROM events AS e WHERE e.merchant_id = w.merchant_id AND e.seq > w.cursor_seq) \
              ORDER BY seq",
         )
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let sql = format!(
             "SELECT seq, id, merchant_id, type, created, CASE WHEN {} THEN data END AS data FROM events \
@@ -1361,7 +1414,7 @@ impl Store for SqliteStore {
                 .bind(w.cursor_seq)
                 .bind(&w.events_filter)
                 .bind(i64::from(scan_max))
-                .fetch_all(&self.readers)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
             out.extend(crate::rows::unclaimed(w, scanned, per_endpoint));
         }
@@ -1378,7 +1431,7 @@ impl Store for SqliteStore {
         )
         .bind(merchant)
         .bind(key)
-        .fetch_optional(&self.readers)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         row.map(|r| r.into_record(merchant, key)).transpose()
     }
@@ -1412,7 +1465,8 @@ impl Store for SqliteStore {
     async fn audit(&self) -> Result<AuditReport, StoreError> {
         let mut audit = Audit::new();
         // One read transaction: every pass sees the same snapshot while writes go on.
-        let mut tx = self.readers.begin().await?;
+        let mut conn = self.reader().await?;
+        let mut tx = conn.begin().await?;
         crate::audit::postings(
             sqlx::query_as(crate::audit::POSTINGS_SQL).fetch(&mut *tx),
             &mut audit,
@@ -1444,7 +1498,10 @@ impl Store for SqliteStore {
             batches_committed: self.counters.batches_committed.load(Ordering::Relaxed),
             commits: self.counters.commits.load(Ordering::Relaxed),
             bulk_commits: self.counters.bulk_commits.load(Ordering::Relaxed),
-            readers_busy: (self.readers.size() as usize).saturating_sub(self.readers.num_idle()),
+            readers_busy: {
+                let st = self.readers.status();
+                st.size.saturating_sub(st.available)
+            },
             readers_max: self.readers_max as usize,
         }
     }

@@ -289,6 +289,9 @@ const WEBHOOK_CONCURRENCY_MAX: usize = 1024;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Before any thread exists: the first heap profile would otherwise race a first DNS lookup
+    // for glibc's loader locks and hang the process (memguard::profiler docs).
+    memguard::profiler::read_mappings_before_threads();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Load(LoadArgs { threads: Some(n), .. }) = &cli.command {
         if *n == 0 || *n > LOAD_THREADS_MAX {

@@ -26,6 +26,10 @@ async fn metrics_count_requests_and_payment_outcomes_with_the_version_label() {
     assert!(value(&text, &format!("process_resident_memory_bytes{{{v}}}")).unwrap() > 1e6);
     assert_eq!(value(&text, &format!("paywarden_build_info{{{v}}}")), Some(1.0));
     assert_eq!(value(&text, &format!("paywarden_component_limit{{{v},component=\"writer_queue\"}}")), Some(1024.0));
+    // The writer's commits: three payments wrote (two approved, one declined), one at a time.
+    let commits = value(&text, &format!("paywarden_store_commits_total{{{v}}}")).expect("store commits");
+    let batches = value(&text, &format!("paywarden_store_batches_committed_total{{{v}}}")).expect("store batches");
+    assert!(commits >= 3.0 && batches >= commits, "commits {commits}, batches {batches}");
     // Route templates, never raw ids: the label set stays bounded.
     let id = h.post("/v1/payment_intents", "amount=100&currency=usd").await.ok().id();
     h.get(&format!("/v1/payment_intents/{id}")).await.ok();

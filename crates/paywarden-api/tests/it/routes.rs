@@ -116,6 +116,67 @@ async fn the_openapi_document_lists_every_route() {
         let name = &rest[..rest.find('"').unwrap()];
         assert!(schemas.contains_key(name), "missing schema {name}");
     }
+    // What tools that follow the document (schemathesis, SDK generators) need from it.
+    let operation_ids: BTreeSet<&str> =
+        paths.values().flat_map(|item| item.as_object().unwrap().values()).filter_map(|op| op["operationId"].as_str()).collect();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let merchant = path.starts_with("/v1/") && path != "/v1/openapi.json";
+            if merchant {
+                let schemes: Vec<&str> =
+                    op["security"].as_array().unwrap().iter().flat_map(|r| r.as_object().unwrap().keys()).map(String::as_str).collect();
+                assert_eq!(schemes, ["secret_key", "secret_key_basic"], "{method} {path} security");
+                for status in ["400", "401", "429", "503"] {
+                    assert!(op["responses"][status].is_object(), "{method} {path} documents {status}");
+                }
+            }
+            if method == "post" && merchant {
+                for status in ["408", "409", "413", "415"] {
+                    assert!(op["responses"][status].is_object(), "{method} {path} documents {status}");
+                }
+                let key = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").expect("Idempotency-Key");
+                assert_eq!(key["schema"]["maxLength"], 255, "{path}");
+            }
+            if path.starts_with("/admin/") || path.starts_with("/debug/") {
+                assert_eq!(op["security"][0]["admin_token"], serde_json::json!([]), "{method} {path} security");
+            }
+            // Links name operations that exist, in OpenAPI's spelling (operationId, requestBody).
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let target = link["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} {status} link {name}: {link}"));
+                    assert!(operation_ids.contains(target), "{method} {path} link {name} -> {target}");
+                    assert!(link.get("operation_id").is_none() && link.get("request_body").is_none(), "{name}: {link}");
+                }
+            }
+        }
+    }
+    // The payment flow is linked end to end: create -> confirm -> capture -> refund.
+    let links = |path: &str, method: &str| -> BTreeSet<String> {
+        paths[path][method]["responses"]["200"]["links"].as_object().unwrap().values().map(|l| l["operationId"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(links("/v1/payment_intents", "post").contains("confirm_payment_intent"));
+    assert!(links("/v1/payment_intents/{id}/confirm", "post").contains("capture_payment_intent"));
+    assert!(links("/v1/payment_intents/{id}/capture", "post").contains("create_refund"));
+    assert!(links("/v1/refunds", "post").contains("retrieve_refund"));
+    let refund_link = &paths["/v1/payment_intents/{id}/capture"]["post"]["responses"]["200"]["links"]["RefundIntent"];
+    assert_eq!(refund_link["requestBody"]["payment_intent"], "$response.body#/id");
+    // Nested form fields are declared in Stripe's bracket style, and bodies with no required
+    // field may be left out.
+    let form = &paths["/v1/payment_methods"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"];
+    assert_eq!(form["encoding"]["card"]["style"], "deepObject");
+    assert_eq!(form["encoding"]["metadata"]["style"], "deepObject");
+    assert_eq!(paths["/v1/payment_methods"]["post"]["requestBody"]["required"], true);
+    assert_eq!(paths["/v1/payment_intents/{id}/capture"]["post"]["requestBody"]["required"], false);
+    // The limits the handlers enforce, stated where a client reads them.
+    let create = &schemas["CreatePaymentIntentParams"]["properties"];
+    assert_eq!(create["amount"]["minimum"], 1);
+    assert_eq!(create["amount"]["maximum"], 99_999_999);
+    assert!(create["currency"]["enum"].as_array().unwrap().iter().any(|c| c == "kwd"));
+    assert_eq!(create["metadata"]["maxProperties"], 50);
+    assert_eq!(create["metadata"]["propertyNames"]["maxLength"], 40);
+    assert_eq!(create["metadata"]["additionalProperties"]["maxLength"], 500);
+    assert_eq!(schemas["CreatePaymentIntentParams"]["additionalProperties"], false, "unknown parameters are refused");
+
     // Served as generated, once.
     let again = h.call("GET", "/v1/openapi.json", &[], "").await;
     assert_eq!(again.bytes, r.bytes);

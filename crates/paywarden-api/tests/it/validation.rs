@@ -59,6 +59,8 @@ async fn create_intent_refuses_bad_parameters() {
         (format!("{base}&payment_method=pm_doesnotexist&confirm=true"), bad("resource_missing", "payment_method", "pm_doesnotexist")),
         (format!("{base}&payment_method_types[]=sepa_debit"), bad("parameter_invalid", "payment_method_types", "only \"card\"")),
         (format!("{base}&payment_method_types[x]=card"), bad("parameter_invalid", "payment_method_types", "payment_method_types[]=value")),
+        (format!("{base}&payment_method_types="), bad("parameter_invalid", "payment_method_types", "only \"card\"")),
+        (format!("{base}&metadata[a%5Bb]=v"), bad("parameter_invalid", "metadata", "square brackets")),
         // A repeated scalar key arrives as a list, which a scalar parameter refuses.
         (s("amount=100&currency=usd&currency=eur"), bad("parameter_invalid_string", "currency", "single value")),
         (s("amount=100&amount=200&currency=usd"), bad("parameter_invalid_integer", "amount", "send amount once")),
@@ -142,6 +144,8 @@ async fn json_bodies_are_validated_like_forms() {
         (json!({"amount": 100, "currency": ["usd"]}).to_string(), bad("parameter_invalid_string", "currency", "single value")),
         (json!({"amount": 100, "currency": "usd", "confirm": "maybe"}).to_string(), bad("parameter_invalid_boolean", "confirm", "true or false")),
         (json!({"amount": 100, "currency": "usd", "foo": 1}).to_string(), bad("parameter_unknown", "foo", "Remove it")),
+        (json!({"amount": 100, "currency": "usd", "payment_method_types": []}).to_string(), bad("parameter_invalid", "payment_method_types", "only \"card\"")),
+        (json!({"amount": 100, "currency": "usd", "metadata": {"a[b": "c"}}).to_string(), bad("parameter_invalid", "metadata", "square brackets")),
         (json!({"amount": 100, "currency": "usd", "metadata": {"a": {"b": {"c": "d"}}}}).to_string(),
             bad("parameters_invalid", "body", "at most 3 levels")),
     ];
@@ -204,6 +208,8 @@ async fn content_type_body_size_and_idempotency_key_are_checked() {
         bad("idempotency_key_invalid", "Idempotency-Key", "empty"), "empty key").await;
     h.refuses("POST", PI, &[("idempotency-key", "é")], ok_body,
         bad("idempotency_key_invalid", "Idempotency-Key", "printable ASCII"), "non-ascii key").await;
+    h.refuses("POST", PI, &[("idempotency-key", "a\tb")], ok_body,
+        bad("idempotency_key_invalid", "Idempotency-Key", "no tabs"), "a tab in the key").await;
     let k255 = "k".repeat(255);
     let r = h.call("POST", PI, &[("idempotency-key", &k255)], ok_body).await.ok();
     let again = h.call("POST", PI, &[("idempotency-key", &k255)], ok_body).await.ok();

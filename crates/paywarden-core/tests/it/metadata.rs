@@ -92,6 +92,11 @@ fn limits_at_their_edges_explicitly() {
     assert!(Metadata::from_pairs([("k".to_string(), "日".repeat(VALUE))]).is_ok());
     assert!(matches!(Metadata::from_pairs([("k".into(), "日".repeat(VALUE + 1))]), Err(MetadataError::ValueTooLong { len: 501, .. })));
     assert_eq!(Metadata::from_pairs([(String::new(), "v".into())]), Err(MetadataError::EmptyKey));
+    for key in ["a[b", "a]b", "[]", "order]"] {
+        assert_eq!(Metadata::from_pairs([(key.to_string(), "v".into())]), Err(MetadataError::KeyHasBrackets { key: key.into() }));
+        // Not even to remove a key: no such key can exist.
+        assert_eq!(Metadata::default().merged([(key.to_string(), String::new())]), Err(MetadataError::KeyHasBrackets { key: key.into() }));
+    }
 }
 
 proptest! {

@@ -140,6 +140,24 @@ pub fn spawn_write(
     tokio::spawn(async move { write(&*store, ops).await })
 }
 
+/// Sends one batch and waits until the writer has taken it and is stuck behind the lock.
+pub async fn park_writer(store: &Arc<SqliteStore>, id: &str) -> JoinHandle<Result<(), WriteError>> {
+    let commits_before = store.stats().commits;
+    let parked = spawn_write(store, vec![Write::InsertIntent(usd_intent(id, "acct_1"))]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.stats().writer_queue_len,
+        0,
+        "the writer has taken the batch"
+    );
+    assert!(
+        !parked.is_finished(),
+        "the writer must be blocked by the lock"
+    );
+    assert_eq!(store.stats().commits, commits_before, "nothing committed");
+    parked
+}
+
 /// The backends every store test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use paywarden_core::{AuthOutcome, CaptureMethod, Currency, Metadata, Status};
 use paywarden_store::{
-    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, StoreError, Write,
+    ApiKeyRecord, ConflictKind, IdempotencyRecord, SqliteOptions, Store, StoreError, Write,
     WriteError,
 };
 use tempfile::TempDir;
@@ -637,3 +637,164 @@ crate::on_both_backends!(
     idempotency_insert_conflict_and_replace_after_expiry,
     purge_deletes_old_records_in_chunks,
 );
+
+/// Migration 0004 moves idempotency records from a WITHOUT ROWID table to a rowid table with a
+/// unique key index: a data dir written before it keeps every record, live keys still refuse a
+/// second request, and expired ones are still replaced.
+#[tokio::test]
+async fn idempotency_records_written_before_migration_4_survive_it() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let db = dir.path().join("paywarden.db");
+        {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true);
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&opts)
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations"
+            )))
+            .await
+            .unwrap();
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            before.run(&mut conn).await.unwrap();
+            for (key, created) in [("live", 1_000_000_i64), ("old", 10)] {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created) \
+                     VALUES ('acct_1', ?1, ?2, 201, ?3, ?4)",
+                )
+                .bind(key)
+                .bind(vec![key.len() as u8; 32])
+                .bind(key.as_bytes().to_vec())
+                .bind(created)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+            let pk: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE name = 'idempotency_keys' AND sql LIKE '%WITHOUT ROWID%'",
+            )
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(pk, Some(1), "the old layout is what this test starts from");
+        }
+
+        let store = open(&dir).await;
+        let live = store.idempotency("acct_1", "live").await.unwrap().unwrap();
+        assert_eq!(live.body, b"live".to_vec());
+        assert_eq!(live.created, 1_000_000);
+        assert_eq!(live.request_hash, [4; 32]);
+        let day = 86_400;
+        let err = write(
+            &store,
+            vec![Write::Idempotency {
+                record: record("live", "again", 1_000_010),
+                replaces_before: 1_000_010 - day,
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict(ConflictKind::IdempotencyKey)),
+            "{err:?}"
+        );
+        let fresh = record("old", "replaced", 2_000_000);
+        write(
+            &store,
+            vec![Write::Idempotency {
+                record: fresh.clone(),
+                replaces_before: 2_000_000 - day,
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.idempotency("acct_1", "old").await.unwrap(), Some(fresh));
+        let mut conn = raw(store.path()).await;
+        let layout: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'idempotency_keys'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert!(!layout.contains("WITHOUT ROWID"), "{layout}");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        store.close().await;
+    })
+    .await
+}
+
+/// Readers are handed back without a check (no ping): a read cut off by a dropped future must
+/// leave its connection fit for the next one, and the busy count must come back to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cut_off_mid_query_leave_every_reader_usable() {
+    within(async {
+        let dir = TempDir::new().unwrap();
+        let store = std::sync::Arc::new(
+            open_with(
+                &dir,
+                SqliteOptions {
+                    readers_max: 2,
+                    ..SqliteOptions::default()
+                },
+            )
+            .await,
+        );
+        let ops: Vec<Write> = (0..200)
+            .map(|i| Write::InsertIntent(usd_intent(&format!("pi_{i:03}"), "acct_1")))
+            .collect();
+        write(&*store, ops).await.unwrap();
+
+        // Many lists at once, most of them abandoned after a moment: some while waiting for a
+        // reader, some inside their query.
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let hundred = page(100, None, None);
+                let list = store.list_payment_intents("acct_1", &hundred);
+                if i % 4 == 0 {
+                    list.await.map(|p| p.data.len()).ok()
+                } else {
+                    tokio::time::timeout(Duration::from_micros(50 * i), list)
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .map(|p| p.data.len())
+                }
+            }));
+        }
+        for t in tasks {
+            if let Some(n) = t.await.unwrap() {
+                assert_eq!(n, 100);
+            }
+        }
+        wait_until(|| store.stats().readers_busy == 0).await;
+        // Every reader answers, in turn and at once, with the right rows.
+        let three = page(3, Some("pi_150"), None);
+        for _ in 0..4 {
+            let (a, b) = tokio::join!(
+                store.payment_intent("acct_1", "pi_007"),
+                store.list_payment_intents("acct_1", &three),
+            );
+            assert_eq!(a.unwrap().unwrap().id, "pi_007");
+            let ids: Vec<String> = b.unwrap().data.into_iter().map(|p| p.id).collect();
+            assert_eq!(ids, vec!["pi_149", "pi_148", "pi_147"]);
+        }
+        let stats = store.stats();
+        assert_eq!((stats.readers_busy, stats.readers_max), (0, 2));
+    })
+    .await
+}

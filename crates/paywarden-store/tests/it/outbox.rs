@@ -533,9 +533,11 @@ async fn a_group_of_events_and_attempts_commits_on_the_bulk_path() {
             .unwrap()
             .remove(0);
         let bulk_before = store.stats().bulk_commits;
-        // 30 batches queue behind a held lock and commit as one group: events with intents,
-        // and one attempt's outcome.
+        // With the writer parked behind a held lock, 30 batches queue and commit as one group:
+        // events with intents, and one attempt's outcome. (Parking one batch first keeps the
+        // writer from taking the first few of them as a group of their own.)
         let lock = hold_write_lock(&store).await;
+        let parked = park_writer(&store, "pi_parked").await;
         let mut handles = Vec::new();
         for i in 0..30 {
             let ops = vec![
@@ -555,8 +557,9 @@ async fn a_group_of_events_and_attempts_commits_on_the_bulk_path() {
         attempt.last_status = Some(500);
         attempt.next_attempt_ms += 5_000;
         handles.push(spawn_write(&store, vec![Write::Delivery(attempt.clone())]));
-        wait_until(|| store.stats().writer_queue_len >= 30).await;
+        wait_until(|| store.stats().writer_queue_len == 31).await;
         release(lock).await;
+        parked.await.unwrap().unwrap();
         for h in handles {
             h.await.unwrap().unwrap();
         }

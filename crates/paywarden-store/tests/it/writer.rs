@@ -3,28 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use paywarden_store::{ConflictKind, SqliteOptions, SqliteStore, Store, Write, WriteError};
+use paywarden_store::{ConflictKind, SqliteOptions, Store, Write, WriteError};
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
 
 use crate::common::*;
-
-/// Sends one batch and waits until the writer has taken it and is stuck behind the lock.
-async fn park_writer(store: &Arc<SqliteStore>, id: &str) -> JoinHandle<Result<(), WriteError>> {
-    let parked = spawn_write(store, vec![Write::InsertIntent(usd_intent(id, "acct_1"))]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        store.stats().writer_queue_len,
-        0,
-        "the writer has taken the batch"
-    );
-    assert!(
-        !parked.is_finished(),
-        "the writer must be blocked by the lock"
-    );
-    assert_eq!(store.stats().commits, 0);
-    parked
-}
 
 fn slow_lock_opts(writer_queue_max: usize) -> SqliteOptions {
     SqliteOptions {

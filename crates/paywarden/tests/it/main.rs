@@ -12,6 +12,7 @@ mod prometheus;
 mod receiver;
 mod replicas;
 mod rollout;
+mod schemathesis;
 mod sdk;
 mod server;
 mod tls;
