@@ -30,7 +30,8 @@
 //! Rules, each checked with an error that says what to change: 1 to [`STEPS_MAX`] steps;
 //! weights strictly increasing, above 0, the last exactly 100; bake times 0 to
 //! [`BAKE_MAX`]; the step timeout at least the longest bake and at most [`BAKE_MAX`]; ready and
-//! drain timeouts 1 s to 10 min; judge tolerances finite and positive.
+//! drain timeouts 1 s to 10 min; judge tolerances finite and positive; the latency allowance 0
+//! to [`LATENCY_ALLOWED_INCREASE_PCT_MAX`] % and 0 to [`LATENCY_ALLOWED_INCREASE_MS_MAX`] ms.
 
 use std::time::Duration;
 
@@ -47,6 +48,10 @@ pub const TIMEOUT_MIN: Duration = Duration::from_secs(1);
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(600);
 /// Largest plan file, bytes.
 pub const PLAN_BYTES_MAX: usize = 64 * 1024;
+/// Largest latency allowance a plan may set: 1000 % (eleven times the baseline) and 60 s. Past
+/// these the latency metric could never fail.
+pub const LATENCY_ALLOWED_INCREASE_PCT_MAX: f64 = 1000.0;
+pub const LATENCY_ALLOWED_INCREASE_MS_MAX: f64 = 60_000.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
@@ -151,6 +156,8 @@ impl Plan {
             judge.error_rate_tolerance = j.error_rate_tolerance.unwrap_or(judge.error_rate_tolerance);
             judge.latency_effect_fail = j.latency_effect_fail.unwrap_or(judge.latency_effect_fail);
             judge.latency_effect_marginal = j.latency_effect_marginal.unwrap_or(judge.latency_effect_marginal);
+            judge.latency_allowed_increase_pct = j.latency_allowed_increase_pct.unwrap_or(judge.latency_allowed_increase_pct);
+            judge.latency_allowed_increase_ms = j.latency_allowed_increase_ms.unwrap_or(judge.latency_allowed_increase_ms);
             judge.heap_growth_fail = j.heap_growth_fail.unwrap_or(judge.heap_growth_fail);
             judge.heap_growth_marginal = j.heap_growth_marginal.unwrap_or(judge.heap_growth_marginal);
         }
@@ -225,6 +232,14 @@ impl Plan {
         if j.latency_effect_fail > 1.0 || j.latency_effect_marginal > j.latency_effect_fail || j.latency_effect_marginal < 0.5 {
             return err("judge: 0.5 <= latency_effect_marginal <= latency_effect_fail <= 1".into());
         }
+        for (name, v, max) in [
+            ("latency_allowed_increase_pct", j.latency_allowed_increase_pct, LATENCY_ALLOWED_INCREASE_PCT_MAX),
+            ("latency_allowed_increase_ms", j.latency_allowed_increase_ms, LATENCY_ALLOWED_INCREASE_MS_MAX),
+        ] {
+            if !v.is_finite() || !(0.0..=max).contains(&v) {
+                return err(format!("judge.{name} must be 0 to {max} (0 is the strict test)"));
+            }
+        }
         if j.error_rate_tolerance >= 1.0 {
             return err("judge.error_rate_tolerance is a fraction below 1 (0.01 = 1 %)".into());
         }
@@ -276,6 +291,8 @@ struct JudgeFile {
     error_rate_tolerance: Option<f64>,
     latency_effect_fail: Option<f64>,
     latency_effect_marginal: Option<f64>,
+    latency_allowed_increase_pct: Option<f64>,
+    latency_allowed_increase_ms: Option<f64>,
     heap_growth_fail: Option<f64>,
     heap_growth_marginal: Option<f64>,
 }
@@ -339,6 +356,24 @@ mod tests {
         // TOML syntax errors carry the line and column.
         let e = Plan::from_toml("[[steps]]\nweight = = 1\n", "p.toml").unwrap_err().0;
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn the_latency_allowance_is_0_to_its_maximum() {
+        let plan = |pct: &str, ms: &str| {
+            let t = format!("[[steps]]\nweight = 100\nbake = \"1s\"\n[judge]\nlatency_allowed_increase_pct = {pct}\nlatency_allowed_increase_ms = {ms}\n");
+            Plan::from_toml(&t, "p.toml")
+        };
+        let strict = plan("0", "0").unwrap();
+        assert_eq!((strict.judge.latency_allowed_increase_pct, strict.judge.latency_allowed_increase_ms), (0.0, 0.0));
+        let widest = plan("1000", "60000").unwrap();
+        assert_eq!((widest.judge.latency_allowed_increase_pct, widest.judge.latency_allowed_increase_ms), (1000.0, 60000.0));
+        for (pct, ms, name) in [("1000.5", "1", "pct"), ("-1", "1", "pct"), ("nan", "1", "pct"), ("25", "60000.5", "ms"), ("25", "-0.1", "ms"), ("25", "inf", "ms")] {
+            let e = plan(pct, ms).unwrap_err().0;
+            assert!(e.contains(&format!("judge.latency_allowed_increase_{name} must be 0 to")), "{pct} {ms}: {e}");
+        }
+        assert_eq!(Plan::fast().judge.latency_allowed_increase_pct, 25.0);
+        assert_eq!(Plan::default_plan().judge.latency_allowed_increase_ms, 1.0);
     }
 
     #[test]

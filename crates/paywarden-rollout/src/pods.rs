@@ -25,8 +25,8 @@
 //!   counted since the window opened, that warm-up failed a good canary in a test), its buckets each observation at its bucket's upper bound (Mann–Whitney's tie
 //!   correction handles the ties; the buckets double from 0.25 ms, so a shift of a bucket is a
 //!   factor of two), at most [`LATENCY_SAMPLES_MAX`] in proportion; heap growth per request
-//!   is the median over the pods of each pod's Theil–Sen slope of heap against its requests;
-//!   the leak state is the worst pod's.
+//!   is the median over the pods of each pod's Theil–Sen slope of heap against its requests,
+//!   its lower bound the median of theirs; the leak state is the worst pod's.
 //!
 //! Differences from `up`: the baseline is the stable pods, which run longer than the canary
 //! (Kayenta's fresh baseline needs an Argo `Experiment`); heap growth is compared per request
@@ -257,12 +257,16 @@ impl Side {
             let at = if le.is_finite() { *le } else { largest_finite * 2.0 };
             latencies_ms.extend(std::iter::repeat_n(at * 1000.0, n.min(LATENCY_SAMPLES_MAX - latencies_ms.len())));
         }
-        let mut growth: Vec<f64> = self.pods.values().filter_map(|p| p.heap.growth_per_request()).collect();
+        let growths: Vec<(f64, Option<f64>)> = self.pods.values().filter_map(|p| p.heap.growth_with_lower_bound()).collect();
+        let mut growth: Vec<f64> = growths.iter().map(|g| g.0).collect();
+        let mut lows: Vec<f64> = growths.iter().filter_map(|g| g.1).collect();
         Window {
             requests: requests.round() as u64,
             errors: errors.round() as u64,
             latencies_ms,
             heap_growth_per_request: memguard::stats::median_in_place(&mut growth),
+            // The median pod's bound; none unless every pod with a rate has one.
+            heap_growth_per_request_low: if lows.len() == growths.len() { memguard::stats::median_in_place(&mut lows) } else { None },
             leak_state: self.pods.values().filter_map(|p| p.leak_state).max(),
         }
     }
@@ -604,12 +608,12 @@ memguard_leak_state{version="0.1.0"} 1
 
     #[test]
     fn a_canarys_warm_up_is_forgotten_after_the_latency_window() {
-        // The canary's first 10 ticks are slow, then it is as fast as the stable.
+        // The canary's first 30 ticks are slow, then it is as fast as the stable.
         let run = |window_ms: u64| {
             let mut j = PodJudge::new(JudgeConfig::default(), Duration::from_millis(window_ms), vec!["c:4242".into()], vec!["s:4242".into()]);
             let (mut fast, mut slow) = (0.0, 0.0);
             for t in 0..40u64 {
-                if t < 10 { slow += 20.0 } else { fast += 20.0 }
+                if t < 30 { slow += 20.0 } else { fast += 20.0 }
                 let n = (t + 1) as f64 * 20.0;
                 let c = metrics(n, 0.0, fast, slow, 1e6, 0);
                 let s = metrics(n, 0.0, n, 0.0, 1e6, 0);
