@@ -24,6 +24,7 @@ async fn pragmas_are_wal_and_full_after_open() {
     assert_eq!(p.synchronous, "full");
     assert!(p.foreign_keys);
     assert_eq!(p.busy_timeout_ms, 1234);
+    assert_eq!(p.temp_store, "memory", "no temporary file on the writer's path");
     assert_eq!(store.path(), dir.path().join("paywarden.db"));
 
     // WAL is a property of the file: any other connection sees it.
