@@ -119,8 +119,9 @@ pub fn theil_sen_with_lower_bound(xs: &[f64], ys: &[f64], z: f64, slopes: &mut V
     let estimate = theil_sen(xs, ys, slopes)?;
     let n = xs.len().min(ys.len()) as f64;
     let half_width = z * (n * (n - 1.0) * (2.0 * n + 5.0) / 18.0).sqrt();
+    // Finite: a slope exists, so n ≥ 2.
     let rank = (slopes.len() as f64 - half_width) / 2.0;
-    if !(rank >= 0.0) {
+    if rank < 0.0 {
         return Some((estimate, None));
     }
     Some((estimate, Some(select(slopes, rank.floor() as usize))))
