@@ -794,6 +794,13 @@ async fn reads_cut_off_mid_query_leave_every_reader_usable() {
             let ids: Vec<String> = b.unwrap().data.into_iter().map(|p| p.id).collect();
             assert_eq!(ids, vec!["pi_149", "pi_148", "pi_147"]);
         }
+        // No reader was left inside an old snapshot: a write made now is seen by both.
+        write(&*store, vec![Write::InsertIntent(usd_intent("pi_200", "acct_1"))]).await.unwrap();
+        for _ in 0..4 {
+            let (a, b) = tokio::join!(store.payment_intent("acct_1", "pi_200"), store.payment_intent("acct_1", "pi_200"));
+            assert_eq!(a.unwrap().map(|p| p.id), Some("pi_200".to_string()), "a reader read an old snapshot");
+            assert_eq!(b.unwrap().map(|p| p.id), Some("pi_200".to_string()), "a reader read an old snapshot");
+        }
         let stats = store.stats();
         assert_eq!((stats.readers_busy, stats.readers_max), (0, 2));
     })
