@@ -101,6 +101,7 @@ pub fn render(review: &Review) -> String {
     header(&mut out, review);
     versions(&mut out, review);
     plan(&mut out, review);
+    schema(&mut out, review);
     steps(&mut out, review);
     verdicts(&mut out, review);
     charts(&mut out, review);
@@ -333,6 +334,51 @@ fn plan(out: &mut String, r: &Review) {
             "<span class=\"warn\">off</span>"
         },
     );
+}
+
+/// The schema gate's verdict and the schema's history.
+fn schema(out: &mut String, r: &Review) {
+    let Some(g) = &r.schema else { return };
+    let class = match g.outcome {
+        paywarden_rollout::schema::GateOutcome::Overridden | paywarden_rollout::schema::GateOutcome::Refused => "warn",
+        _ => "ok",
+    };
+    let _ = writeln!(
+        out,
+        "<h2 id=\"schema\">Schema</h2>\n<p><span class=\"{class}\">schema gate {}</span>: {}</p>",
+        escape(g.outcome.as_str()),
+        escape(&g.reason)
+    );
+    if g.allow_contract {
+        let _ = writeln!(out, "<p class=\"warn\">The plan set <code>allow_contract = true</code>: the operator overrode the gate.</p>");
+    }
+    if let Some(m) = r.verdict.as_ref().and_then(|v| v.metrics.iter().find(|m| m.metric == "schema")) {
+        let _ = writeln!(out, "<p>The previous release on the new schema: {} {}</p>", scored(&m.score), escape(&m.detail));
+    }
+    if g.history.is_empty() && g.pending.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "<table>\n<tr><th>migration</th><th>kind</th><th>applied by</th><th>at (UTC)</th></tr>");
+    for m in &g.history {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&m.name),
+            m.kind.as_str(),
+            escape(m.release.as_deref().unwrap_or("?")),
+            m.applied_unix_ms.map(|t| escape(&crate::model::format_time(t.max(0) as u64))).unwrap_or_default()
+        );
+    }
+    for m in &g.pending {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{} (this deployment)</td><td>–</td></tr>",
+            escape(&m.name),
+            m.kind.as_str(),
+            escape(&r.version)
+        );
+    }
+    let _ = writeln!(out, "</table>");
 }
 
 fn steps(out: &mut String, r: &Review) {

@@ -52,6 +52,8 @@ pub fn render(r: &Review) -> String {
         if r.auto_rollback { "on" } else { "OFF (training)" }
     );
 
+    schema(&mut o, r);
+
     let _ = writeln!(o, "## Steps\n");
     let _ = writeln!(o, "| step | canary weight | baseline weight | start (UTC) | end (UTC) | duration | result |\n|---|---|---|---|---|---|---|");
     for s in &r.steps {
@@ -221,4 +223,38 @@ pub fn render(r: &Review) -> String {
         let _ = writeln!(o, "- {} (+{:.1} s): {}", format_clock(e.at_ms), r.since_start_s(e.at_ms), e.text.replace('\n', " "));
     }
     o
+}
+
+/// The schema gate's verdict and the schema's history.
+fn schema(o: &mut String, r: &Review) {
+    let Some(g) = &r.schema else { return };
+    let _ = writeln!(o, "## Schema\n");
+    let _ = writeln!(o, "**Schema gate: {}.** {}\n", g.outcome.as_str(), cell(&g.reason));
+    if g.allow_contract {
+        let _ = writeln!(o, "The plan set `allow_contract = true`: the operator overrode the gate.\n");
+    }
+    if g.changes_schema() {
+        let _ = writeln!(o, "Applied by this release when its canary started: {}.\n", cell(&g.pending_names()));
+        let schema_line = r.verdict.as_ref().and_then(|v| v.metrics.iter().find(|m| m.metric == "schema"));
+        if let Some(m) = schema_line {
+            let _ = writeln!(o, "The previous release on the new schema (the verdict's `schema` line): {}, {}.\n", m.score, cell(&m.detail));
+        }
+    }
+    if !g.history.is_empty() {
+        let _ = writeln!(o, "| migration | kind | applied by | at (UTC) |\n|---|---|---|---|");
+        for m in &g.history {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                cell(&m.name),
+                m.kind.as_str(),
+                cell(m.release.as_deref().unwrap_or("?")),
+                m.applied_unix_ms.map(|t| format_time(t.max(0) as u64)).unwrap_or_default()
+            );
+        }
+        for m in &g.pending {
+            let _ = writeln!(o, "| {} | {} | {} (this deployment) | – |", cell(&m.name), m.kind.as_str(), cell(&r.version));
+        }
+        let _ = writeln!(o);
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use paywarden_rollout::events::read_events;
 use paywarden_rollout::release::read_history;
 use paywarden_rollout::samples::{check_deployment_id, read_samples, Sample};
+use paywarden_rollout::schema::SchemaGate;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -189,6 +190,9 @@ pub struct Review {
     pub timeline: Vec<TimelineEntry>,
     pub samples: Vec<Sample>,
     pub instances: Vec<InstanceStats>,
+    /// The schema gate's verdict: what the release migrated and the history before it.
+    /// `None` for a rollback to the previous release (and for records from before the gate).
+    pub schema: Option<SchemaGate>,
 }
 
 fn f(v: &Value, k: &str) -> Option<f64> {
@@ -439,6 +443,8 @@ impl Review {
                     format!("rollback complete: {}", s(e, "reason"))
                 }
                 "release_rollback_started" => format!("manual rollback from {} to {}: {}", s(e, "from"), s(e, "to"), s(e, "reason")),
+                "release_rollback_failed" => format!("rollback failed: {}", s(e, "error")),
+                "schema_gate" => format!("schema gate {}: {}", s(e, "outcome"), s(e, "reason")),
                 _ => kind.replace('_', " "),
             };
             timeline.push(TimelineEntry { at_ms: at, kind, text });
@@ -487,6 +493,7 @@ impl Review {
             timeline,
             samples,
             instances,
+            schema: record.get("schema").cloned().and_then(|v| serde_json::from_value(v).ok()),
         }
     }
 

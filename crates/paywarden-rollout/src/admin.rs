@@ -170,6 +170,9 @@ struct DeployBody {
     args: Vec<String>,
     /// false: a failed analysis holds the deployment for an operator (training).
     auto_rollback: Option<bool>,
+    /// true: deploy even if the release applies a contract migration (the schema gate's
+    /// override; the plan's `allow_contract`).
+    allow_contract: Option<bool>,
 }
 
 async fn deploy(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Result<Json<DeployBody>, axum::extract::rejection::JsonRejection>) -> Response {
@@ -195,8 +198,11 @@ async fn deploy(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Resu
     if let Some(auto) = body.auto_rollback {
         plan.auto_rollback = auto;
     }
+    if let Some(allow) = body.allow_contract {
+        plan.allow_contract = allow;
+    }
     let req = DeployRequest { version: body.version, binary: body.binary, plan, args: body.args };
-    match s.controller.deploy(req) {
+    match s.controller.deploy(req).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response(),
         Err(e) => e.into(),
     }

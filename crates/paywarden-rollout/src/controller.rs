@@ -33,11 +33,12 @@ use tokio::sync::watch;
 
 use crate::events::EventLog;
 use crate::instance::{Instance, InstanceSpec, Scrape};
-use crate::judge::{judge, Score, Verdict, Window};
+use crate::judge::{judge, judge_schema_change, Score, Verdict, Window};
 use crate::plan::Plan;
 use crate::proxy::{Proxy, ProxyTotals, Route};
 use crate::release::{self, Release, StableState};
 use crate::samples::{quantile, InstanceSample, Sample, SampleWriter};
+use crate::schema::{self, GateOutcome, SchemaGate, SchemaReport};
 
 /// Most (requests, heap) points kept per instance for the heap-growth slope; past it, every
 /// other point is dropped (the series keeps its span at half the resolution).
@@ -122,6 +123,9 @@ pub struct DeploymentRecord {
     pub diagnosis: Option<Value>,
     /// With automatic rollback off (training): why the deployment is held for an operator.
     pub held: Option<String>,
+    /// The schema gate's verdict: what the release migrates, and whether the rollback target
+    /// runs on it. `None` for a rollback to the previous release.
+    pub schema: Option<SchemaGate>,
 }
 
 impl DeploymentRecord {
@@ -151,6 +155,7 @@ impl DeploymentRecord {
             verdict: None,
             diagnosis: None,
             held: None,
+            schema: None,
         }
     }
 }
@@ -179,6 +184,9 @@ struct State {
     previous: Option<Release>,
     live: Option<Live>,
     last: Option<DeploymentRecord>,
+    /// The schema as the stable release's binary last reported it (`migrate --plan`), read
+    /// after every instance start that may have migrated.
+    schema: Option<SchemaReport>,
 }
 
 struct Inner {
@@ -221,6 +229,25 @@ pub struct DeployRequest {
     pub args: Vec<String>,
 }
 
+const BASELINE_FIRST: &str = "baseline, then canary";
+const CANARY_FIRST: &str = "canary, then baseline";
+
+/// In which order a deployment starts its canary and baseline ([`Controller::start_pair`]).
+fn start_order(gate: &SchemaGate) -> &'static str {
+    if gate.outcome == GateOutcome::Overridden {
+        BASELINE_FIRST
+    } else if gate.changes_schema() {
+        CANARY_FIRST
+    } else {
+        "together"
+    }
+}
+
+/// How a release is named in the schema's history: `v2 (sha256 0123456789ab)`.
+pub fn release_label(r: &Release) -> String {
+    format!("{} (sha256 {})", r.version, r.sha256.chars().take(12).collect::<String>())
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -253,7 +280,7 @@ impl Controller {
             proxy,
             http,
             events,
-            state: Mutex::new(State { stable: None, previous, live: None, last: None }),
+            state: Mutex::new(State { stable: None, previous, live: None, last: None, schema: None }),
             next_backend: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             on_finished: std::sync::OnceLock::new(),
@@ -279,7 +306,35 @@ impl Controller {
         c.apply_routes();
         c.supervise_stable(running);
         c.spawn_alert_watch();
+        c.refresh_schema().await;
         Ok(c)
+    }
+
+    /// Reads the schema's history through the stable release's binary, for `status`.
+    async fn refresh_schema(&self) {
+        let Some(stable) = self.lock().stable.as_ref().map(|s| s.release.clone()) else { return };
+        match schema::read_plan(&stable.binary, &self.0.cfg.data_dir, &self.plan_env(&stable), &release_label(&stable)).await {
+            Ok(report) => self.lock().schema = Some(report),
+            Err(e) => tracing::warn!(error = %e, "could not read the schema's history"),
+        }
+    }
+
+    /// The environment `migrate --plan` gets: the instances' (their database), and a
+    /// `--database` among the release's own arguments.
+    fn plan_env(&self, release: &Release) -> Vec<(String, String)> {
+        let mut env = self.0.cfg.instance_env.clone();
+        let mut args = release.args.iter();
+        while let Some(a) = args.next() {
+            let url = match a.strip_prefix("--database=") {
+                Some(u) => Some(u.to_string()),
+                None if a == "--database" => args.next().cloned(),
+                None => None,
+            };
+            if let Some(u) = url {
+                env.push(("PAYWARDEN_DATABASE".into(), u));
+            }
+        }
+        env
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -324,6 +379,8 @@ impl Controller {
                 if role != "stable" {
                     env.extend(self.0.cfg.deployment_env.iter().cloned());
                 }
+                // Recorded with the migrations the instance applies.
+                env.push(("PAYWARDEN_RELEASE".into(), release_label(release)));
                 env.push(("PAYWARDEN_SUPERVISOR_PID".into(), std::process::id().to_string()));
                 env
             },
@@ -451,22 +508,36 @@ impl Controller {
         });
     }
 
-    /// Starts a deployment; returns its id at once (the rollout runs in the background).
-    pub fn deploy(&self, req: DeployRequest) -> Result<String, ControlError> {
+    /// Starts a deployment; returns its id once the schema gate has let it through (the
+    /// rollout runs in the background). Refused (409), with nothing started, when the release
+    /// would apply a contract migration and the plan does not allow it, or cannot run on the
+    /// database at all ([`crate::schema`]).
+    pub async fn deploy(&self, req: DeployRequest) -> Result<String, ControlError> {
         req.plan.validate().map_err(|e| ControlError::BadRequest(format!("plan: {e}")))?;
+        let stable = self.deployable()?;
+        let binary = req.binary.clone().unwrap_or_else(|| stable.release.binary.clone());
+        let release = Release::new(&req.version, &binary, req.args.clone()).map_err(ControlError::BadRequest)?;
+        let gate = match schema::read_plan(&release.binary, &self.0.cfg.data_dir, &self.plan_env(&release), &release_label(&release)).await {
+            Ok(report) => schema::gate(&report, req.plan.allow_contract, &release.version, &stable.release.version),
+            Err(e) => schema::gate_unreadable(&e, req.plan.allow_contract),
+        };
+        if gate.outcome == GateOutcome::Refused {
+            tracing::warn!(version = %release.version, reason = %gate.reason, "deploy refused by the schema gate; nothing started");
+            return Err(ControlError::Conflict(format!("deploy refused by the schema gate: {}", gate.reason)));
+        }
         let mut st = self.lock();
+        // Another deploy may have started while the gate ran.
         if let Some(l) = &st.live {
             return Err(ControlError::Conflict(format!("deployment {} of {} is in progress; wait for it or roll it back", l.record.id, l.record.version)));
         }
-        let Some(stable) = st.stable.clone() else {
-            return Err(ControlError::Conflict("the stable instance is restarting; try again in a few seconds".into()));
-        };
-        let binary = req.binary.clone().unwrap_or_else(|| stable.release.binary.clone());
-        let release = Release::new(&req.version, &binary, req.args.clone()).map_err(ControlError::BadRequest)?;
+        if st.stable.as_ref().map(|s| s.id) != Some(stable.id) {
+            return Err(ControlError::Conflict("the stable release changed while the deployment was checked; try again".into()));
+        }
         let id = new_deployment_id();
         let (abort, abort_rx) = watch::channel(None);
         let (done_tx, done) = watch::channel(false);
-        let record = DeploymentRecord::start(&id, &release, &stable.release.version, req.plan.clone());
+        let mut record = DeploymentRecord::start(&id, &release, &stable.release.version, req.plan.clone());
+        record.schema = Some(gate.clone());
         let _ = release::append_history(&self.0.dir, &serde_json::to_value(&record).unwrap_or_default());
         st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals(), last_sample: None });
         drop(st);
@@ -476,12 +547,25 @@ impl Controller {
             json!({"version": release.version, "binary": release.binary, "sha256": release.sha256, "args": release.args,
                    "baseline_version": stable.release.version, "baseline_sha256": stable.release.sha256, "plan": req.plan}),
         );
+        if gate.outcome == GateOutcome::Overridden {
+            tracing::warn!(deployment = %id, reason = %gate.reason, "schema gate overridden by the plan (allow_contract = true)");
+        }
+        self.0.events.append("schema_gate", Some(&id), json!(gate));
         let c = self.clone();
         tokio::spawn(async move {
-            c.run(release, stable, req.plan, abort_rx).await;
+            c.run(release, stable, req.plan, gate, abort_rx).await;
             let _ = done_tx.send(true);
         });
         Ok(id)
+    }
+
+    /// The stable instance, if a deployment may start now.
+    fn deployable(&self) -> Result<Arc<Running>, ControlError> {
+        let st = self.lock();
+        if let Some(l) = &st.live {
+            return Err(ControlError::Conflict(format!("deployment {} of {} is in progress; wait for it or roll it back", l.record.id, l.record.version)));
+        }
+        st.stable.clone().ok_or_else(|| ControlError::Conflict("the stable instance is restarting; try again in a few seconds".into()))
     }
 
     /// Rolls back the deployment in progress and waits (bounded) until it is done. With none in
@@ -533,6 +617,16 @@ impl Controller {
             Some(&id),
             json!({"from": current.release.version, "to": target.version, "sha256": target.sha256, "reason": reason}),
         );
+        // A release that says it cannot run on the schema (a contract it does not know) is
+        // not started: the current stable keeps serving, and the operator is told why.
+        if let Ok(report) = schema::read_plan(&target.binary, &self.0.cfg.data_dir, &self.plan_env(&target), &release_label(&target)).await
+            && let Some(why) = report.refused
+        {
+            let why = format!("cannot roll back to {}: {why}; {} stays the stable release", target.version, current.release.version);
+            self.lock().live.take();
+            self.0.events.append("release_rollback_failed", Some(&id), json!({"error": why}));
+            return Err(ControlError::Conflict(why));
+        }
         let next = match self.start_instance(&target, "stable", self.0.cfg.ready_timeout).await {
             Ok(r) => r,
             Err(e) => {
@@ -553,6 +647,7 @@ impl Controller {
             tracing::error!(error = %e, "could not save the stable release after the rollback");
         }
         self.supervise_stable(next.clone());
+        self.refresh_schema().await;
         self.0.proxy.drain(current.id, Duration::from_secs(10)).await;
         current.instance.stop(self.0.cfg.stop_grace).await;
         self.0.proxy.forget(current.id);
@@ -626,6 +721,7 @@ impl Controller {
             "baseline": baseline,
             "last_deployment": last,
             "proxy": self.0.proxy.totals(),
+            "schema": st.schema,
         })
     }
 
@@ -679,11 +775,10 @@ impl Controller {
     }
 
     /// The rollout itself.
-    async fn run(&self, release: Release, stable: Arc<Running>, plan: Plan, mut abort: watch::Receiver<Option<String>>) {
+    async fn run(&self, release: Release, stable: Arc<Running>, plan: Plan, gate: SchemaGate, mut abort: watch::Receiver<Option<String>>) {
         let id = self.lock().live.as_ref().map(|l| l.record.id.clone()).unwrap_or_default();
         let started = Instant::now();
-        let (canary, baseline) =
-            tokio::join!(self.start_instance(&release, "canary", plan.ready_timeout), self.start_instance(&stable.release, "baseline", plan.ready_timeout));
+        let (canary, baseline) = self.start_pair(&release, &stable.release, &plan, &gate).await;
         let (canary, baseline) = match (canary, baseline) {
             (Ok(c), Ok(b)) => (c, b),
             (c, b) => {
@@ -705,12 +800,16 @@ impl Controller {
             l.canary = Some(canary.clone());
             l.baseline = Some(baseline.clone());
         });
+        if gate.changes_schema() {
+            self.refresh_schema().await;
+        }
+        let schema_change = gate.changes_schema().then(|| format!("{} ({})", release.version, gate.pending_names()));
         self.0.events.append(
             "instances_ready",
             Some(&id),
             json!({"canary": {"addr": canary.instance.addr().to_string(), "pid": canary.instance.pid()},
                    "baseline": {"addr": baseline.instance.addr().to_string(), "pid": baseline.instance.pid()},
-                   "elapsed_ms": started.elapsed().as_millis() as u64}),
+                   "start_order": start_order(&gate), "elapsed_ms": started.elapsed().as_millis() as u64}),
         );
         let mut series = Series::default();
         let mut last_score: Option<Score> = None;
@@ -808,7 +907,10 @@ impl Controller {
                     heap_growth_per_request_low: b_growth.and_then(|g| g.1),
                     leak_state: series.baseline_leak,
                 };
-                let verdict = judge(&cw_, &bw_, &plan.judge);
+                let verdict = match &schema_change {
+                    Some(change) => judge_schema_change(&cw_, &bw_, &plan.judge, change),
+                    None => judge(&cw_, &bw_, &plan.judge),
+                };
                 self.with_live(|l| l.record.verdict = Some(verdict.clone()));
                 if last_score != Some(verdict.score) {
                     last_score = Some(verdict.score);
@@ -856,6 +958,30 @@ impl Controller {
             }
         }
         self.promote(&id, &canary, &baseline, &stable, &plan, started).await;
+    }
+
+    /// Starts the canary and the baseline. Together when the release migrates nothing. When it
+    /// applies expand migrations, the canary first: the baseline then starts on the migrated
+    /// schema, as a rollback would. When it applies a contract (the gate overridden), the
+    /// baseline first, while the previous release can still start: it then serves on the
+    /// contracted schema and the `schema` line shows how it fares.
+    async fn start_pair(&self, release: &Release, stable: &Release, plan: &Plan, gate: &SchemaGate) -> (Result<Arc<Running>, String>, Result<Arc<Running>, String>) {
+        let canary = || self.start_instance(release, "canary", plan.ready_timeout);
+        let baseline = || self.start_instance(stable, "baseline", plan.ready_timeout);
+        let not_started = |first: &str| Err(format!("not started: the {first} did not get ready"));
+        match start_order(gate) {
+            BASELINE_FIRST => {
+                let b = baseline().await;
+                let c = if b.is_ok() { canary().await } else { not_started("baseline") };
+                (c, b)
+            }
+            CANARY_FIRST => {
+                let c = canary().await;
+                let b = if c.is_ok() { baseline().await } else { not_started("canary") };
+                (c, b)
+            }
+            _ => tokio::join!(canary(), baseline()),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -928,6 +1054,7 @@ impl Controller {
         self.0.proxy.forget(old.id);
         self.0.proxy.forget(baseline.id);
         self.supervise_stable(canary.clone());
+        self.refresh_schema().await;
         self.finish(id, Outcome::Promoted, format!("every step passed; {} is the stable release", canary.release.version), started);
     }
 

@@ -11,6 +11,7 @@
 //! | `latency` | no | p ≤ 0.01 and the canary is slower than the allowance in ≥ 60 % of pairs | p ≤ 0.05 and ≥ 55 % | Mann–Whitney U of the canary's latencies against the baseline's plus the allowance (each baseline latency `y` becomes `y + max(y × 25 %, 1 ms)`), normal approximation with tie correction; effect size = U ÷ (n₁n₂) |
 //! | `heap_growth_per_request` | no | the canary's rate, at its 99 % lower confidence bound, − max(baseline, 0) ≥ 512 B per request | its estimate ≥ 192 B above | Theil–Sen slopes of heap against requests, Sen's bound (a shrinking baseline counts as flat) |
 //! | `leak` | yes | canary `leaking` | canary `suspect` | memguard's state |
+//! | `schema` (a deployment that migrates) | yes | baseline − canary ≥ `error_rate_tolerance` and z ≥ 2.33 | half the tolerance and z ≥ 1.64 | `error_rate` mirrored: the previous release (the baseline, the rollback target) serving on the migrated schema errs more than the new one |
 //!
 //! **The step**: a critical metric that fails fails the step at once; otherwise any failure
 //! fails it; otherwise any inconclusive metric makes the step inconclusive (**no data is never
@@ -134,27 +135,43 @@ pub struct Verdict {
 
 /// Judges a canary against its baseline.
 pub fn judge(canary: &Window, baseline: &Window, config: &JudgeConfig) -> Verdict {
-    let metrics = vec![
-        leak(canary, baseline),
-        error_rate(canary, baseline, config),
-        latency(canary, baseline, config),
-        heap_growth(canary, baseline, config),
-    ];
-    let passed = metrics.iter().filter(|m| m.score == Score::Pass).count();
-    let score_pct = 100.0 * passed as f64 / metrics.len() as f64;
-    let critical_fail = metrics.iter().find(|m| m.critical && m.score == Score::Fail);
-    let (score, reason) = if let Some(m) = critical_fail {
-        (Score::Fail, format!("critical metric {} failed: {}", m.metric, m.detail))
-    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Fail) {
-        (Score::Fail, format!("{} failed: {}", m.metric, m.detail))
-    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Inconclusive) {
-        (Score::Inconclusive, format!("{} is inconclusive: {}", m.metric, m.detail))
-    } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Marginal) {
-        (Score::Marginal, format!("{} is marginal: {}", m.metric, m.detail))
-    } else {
-        (Score::Pass, "every metric passed".to_string())
-    };
-    Verdict { score, score_pct, reason, metrics }
+    Verdict::of(metrics(canary, baseline, config))
+}
+
+/// Judges a canary whose start migrated the shared database (`change` names the migrations):
+/// the metrics of [`judge`] and the `schema` line, which shows the previous release serving on
+/// the migrated schema. A promotion therefore means the rollback target was proven on it.
+pub fn judge_schema_change(canary: &Window, baseline: &Window, config: &JudgeConfig, change: &str) -> Verdict {
+    let mut m = metrics(canary, baseline, config);
+    m.push(schema(canary, baseline, config, change));
+    Verdict::of(m)
+}
+
+fn metrics(canary: &Window, baseline: &Window, config: &JudgeConfig) -> Vec<MetricVerdict> {
+    vec![leak(canary, baseline), error_rate(canary, baseline, config), latency(canary, baseline, config), heap_growth(canary, baseline, config)]
+}
+
+impl Verdict {
+    /// The step's verdict from its metrics' (the rule in the module docs).
+    pub fn of(metrics: Vec<MetricVerdict>) -> Verdict {
+        let passed = metrics.iter().filter(|m| m.score == Score::Pass).count();
+        let score_pct = if metrics.is_empty() { 0.0 } else { 100.0 * passed as f64 / metrics.len() as f64 };
+        let critical_fail = metrics.iter().find(|m| m.critical && m.score == Score::Fail);
+        let (score, reason) = if let Some(m) = critical_fail {
+            (Score::Fail, format!("critical metric {} failed: {}", m.metric, m.detail))
+        } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Fail) {
+            (Score::Fail, format!("{} failed: {}", m.metric, m.detail))
+        } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Inconclusive) {
+            (Score::Inconclusive, format!("{} is inconclusive: {}", m.metric, m.detail))
+        } else if let Some(m) = metrics.iter().find(|m| m.score == Score::Marginal) {
+            (Score::Marginal, format!("{} is marginal: {}", m.metric, m.detail))
+        } else if metrics.is_empty() {
+            (Score::Inconclusive, "no metric".to_string())
+        } else {
+            (Score::Pass, "every metric passed".to_string())
+        };
+        Verdict { score, score_pct, reason, metrics }
+    }
 }
 
 fn verdict(metric: &'static str, critical: bool, score: Score, canary: Option<f64>, baseline: Option<f64>, detail: String) -> MetricVerdict {
@@ -171,21 +188,19 @@ fn leak(c: &Window, b: &Window) -> MetricVerdict {
     }
 }
 
-fn error_rate(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
-    let rate = |w: &Window| if w.requests == 0 { None } else { Some(w.errors.min(w.requests) as f64 / w.requests as f64) };
-    let (cr, br) = (rate(c), rate(b));
-    if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
-        let d = format!("{} canary and {} baseline requests; {} each needed", c.requests, b.requests, cfg.min_requests);
-        return verdict("error_rate", true, Score::Inconclusive, cr, br, d);
-    }
-    let (p1, p2) = (cr.unwrap_or(0.0), br.unwrap_or(0.0));
-    let (n1, n2) = (c.requests as f64, b.requests as f64);
-    let pooled = (c.errors.min(c.requests) + b.errors.min(b.requests)) as f64 / (n1 + n2);
+fn rate(w: &Window) -> Option<f64> {
+    if w.requests == 0 { None } else { Some(w.errors.min(w.requests) as f64 / w.requests as f64) }
+}
+
+/// Two-proportion z-test of "x errs more than y": the score by the tolerance, and z.
+fn errs_more(x: &Window, y: &Window, cfg: &JudgeConfig) -> (Score, f64) {
+    let (p1, p2) = (rate(x).unwrap_or(0.0), rate(y).unwrap_or(0.0));
+    let (n1, n2) = (x.requests as f64, y.requests as f64);
+    let pooled = (x.errors.min(x.requests) + y.errors.min(y.requests)) as f64 / (n1 + n2);
     let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
     let diff = p1 - p2;
     // With no errors on either side there is no variance and nothing to test.
     let z = if se > 0.0 { diff / se } else { 0.0 };
-    let detail = format!("canary {:.2} %, baseline {:.2} %, z = {z:.2}", p1 * 100.0, p2 * 100.0);
     let score = if diff >= cfg.error_rate_tolerance && z >= 2.326 {
         Score::Fail
     } else if diff >= cfg.error_rate_tolerance / 2.0 && z >= 1.645 {
@@ -193,7 +208,37 @@ fn error_rate(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
     } else {
         Score::Pass
     };
+    (score, z)
+}
+
+fn error_rate(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
+    let (cr, br) = (rate(c), rate(b));
+    if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
+        let d = format!("{} canary and {} baseline requests; {} each needed", c.requests, b.requests, cfg.min_requests);
+        return verdict("error_rate", true, Score::Inconclusive, cr, br, d);
+    }
+    let (score, z) = errs_more(c, b, cfg);
+    let detail = format!("canary {:.2} %, baseline {:.2} %, z = {z:.2}", cr.unwrap_or(0.0) * 100.0, br.unwrap_or(0.0) * 100.0);
     verdict("error_rate", true, score, cr, br, detail)
+}
+
+/// The previous release on the migrated schema: `error_rate` the other way round. The canary
+/// is the reference here (new code on its own schema); a baseline that errs more means the old
+/// code cannot live with the migration, which then was no expand.
+fn schema(c: &Window, b: &Window, cfg: &JudgeConfig, change: &str) -> MetricVerdict {
+    let (cr, br) = (rate(c), rate(b));
+    if c.requests < cfg.min_requests || b.requests < cfg.min_requests {
+        let d = format!("the previous release serves on the schema {change} migrated: {} baseline requests so far, {} needed", b.requests, cfg.min_requests);
+        return verdict("schema", true, Score::Inconclusive, cr, br, d);
+    }
+    let (score, z) = errs_more(b, c, cfg);
+    let detail = format!(
+        "the previous release serves on the schema {change} migrated: baseline {:.2} % errors over {} requests, canary {:.2} %, z = {z:.2}",
+        br.unwrap_or(0.0) * 100.0,
+        b.requests,
+        cr.unwrap_or(0.0) * 100.0
+    );
+    verdict("schema", true, score, cr, br, detail)
 }
 
 fn latency(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {

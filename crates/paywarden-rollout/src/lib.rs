@@ -13,6 +13,8 @@
 //! - [`events`]: the append-only event log (JSON lines) that reviews are built from.
 //! - [`samples`]: each deployment's per-second figures per instance (memory, traffic,
 //!   latency), for reviews.
+//! - [`schema`]: the schema gate: what a release would migrate, asked of its binary before
+//!   anything of it starts; contract migrations refused while the stable is the rollback target.
 //! - [`release`]: releases (binary, hash, arguments, version) and the deployment history.
 //! - [`admin`]: the admin HTTP API (loopback, bearer token).
 //! - [`tls`]: TLS termination (rustls) for `serve` and the proxy; [`listener`]: the accept
@@ -33,6 +35,7 @@ pub mod pods;
 pub mod proxy;
 pub mod release;
 pub mod samples;
+pub mod schema;
 pub mod tls;
 
 pub use judge::{judge, JudgeConfig, MetricVerdict, Score, Verdict, Window};

@@ -17,6 +17,7 @@
 //! ready_timeout = "30s"    # canary and baseline must answer /readyz within this
 //! drain_timeout = "10s"    # in-flight requests to a stopping instance get this long
 //! auto_rollback = true     # false (training): a failed analysis holds the step for an operator
+//! allow_contract = false   # true: deploy even if the release applies a contract migration
 //! [[steps]]
 //! weight = 1
 //! bake = "2m"
@@ -81,6 +82,11 @@ pub struct Plan {
     /// Roll back on its own when the analysis fails (the default). Off for training: the
     /// deployment is held at its step (event `analysis_failed`) until an operator rolls back.
     pub auto_rollback: bool,
+    /// Deploy a release whose pending migrations include a contract (drops, renames) although
+    /// the stable release, its rollback target, cannot run on the contracted schema: the
+    /// operator's explicit override of the schema gate ([`crate::schema`]), recorded in the
+    /// event log and the review. Default false.
+    pub allow_contract: bool,
 }
 
 mod humantime_serde_like {
@@ -104,6 +110,7 @@ impl Plan {
             judge_interval: Duration::from_secs(1),
             judge: JudgeConfig { min_requests: 200, ..JudgeConfig::default() },
             auto_rollback: true,
+            allow_contract: false,
         }
     }
 
@@ -118,6 +125,7 @@ impl Plan {
             judge_interval: Duration::from_secs(1),
             judge: JudgeConfig { min_requests: 50, min_latency_samples: 30, ..JudgeConfig::default() },
             auto_rollback: true,
+            allow_contract: false,
         }
     }
 
@@ -171,6 +179,7 @@ impl Plan {
             judge_interval: base.judge_interval,
             judge,
             auto_rollback: file.auto_rollback.unwrap_or(true),
+            allow_contract: file.allow_contract.unwrap_or(false),
         };
         plan.validate().map_err(|e| PlanError(format!("{origin}: {}", e.0)))?;
         Ok(plan)
@@ -271,6 +280,7 @@ struct PlanFile {
     ready_timeout: Option<String>,
     drain_timeout: Option<String>,
     auto_rollback: Option<bool>,
+    allow_contract: Option<bool>,
     #[serde(default)]
     steps: Vec<StepFile>,
     judge: Option<JudgeFile>,

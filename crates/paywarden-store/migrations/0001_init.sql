@@ -1,3 +1,4 @@
+-- paywarden: expand
 -- paywarden's first schema. Objects are stored whole as the serde_json of their
 -- paywarden-core struct (`data`); the columns beside it are the ones queries filter or
 -- order on. `seq` (AUTOINCREMENT, so never reused) orders lists newest first and backs the

@@ -1,3 +1,4 @@
+-- paywarden: expand
 -- Events and their webhook deliveries: the transactional outbox. An event is inserted in the
 -- same transaction as the change it describes, and so are its deliveries, one per enabled
 -- endpoint of the merchant whose `events_filter` matches its type (`,*,` or `,type,`): an

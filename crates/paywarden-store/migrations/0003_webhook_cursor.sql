@@ -1,3 +1,4 @@
+-- paywarden: expand
 -- Deliveries are queued lazily. An event is still written in the same transaction as the
 -- change it describes (the outbox), but its delivery rows are no longer fanned out there:
 -- each endpoint keeps a cursor over `events.seq`, and the delivery loop claims the events

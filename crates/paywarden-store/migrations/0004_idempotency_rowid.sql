@@ -1,3 +1,4 @@
+-- paywarden: contract
 -- Idempotency records move from a WITHOUT ROWID table to a rowid table with a unique key
 -- index. Each record holds the whole first response (about 1.5 KB for a payment), and
 -- SQLite's guidance for WITHOUT ROWID is rows under about 1/20 of a page: at 1.5 KB only two

@@ -1,3 +1,4 @@
+-- paywarden: expand
 -- paywarden's schema on PostgreSQL: the SQLite schema (migrations/0001..0003) in one step,
 -- with PostgreSQL's types. Objects are stored whole as the serde_json of their paywarden-core
 -- struct (`data`, TEXT: stored and returned byte for byte); the columns beside it are the

@@ -15,11 +15,13 @@ mod audit;
 mod bulk;
 pub mod postgres;
 mod rows;
+pub mod schema;
 pub mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
 pub use postgres::{PgOptions, PgStore};
+pub use schema::{ExtraMigrations, SchemaOptions, SchemaPlan};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,8 +275,9 @@ pub enum WriteError {
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema step at open failed or refused (this release cannot run on the database).
+    #[error("{0}")]
+    Schema(#[from] schema::SchemaError),
     #[error("stored object is corrupt: {0}")]
     Corrupt(String),
     #[error("No such {object}: '{id}'")]
@@ -409,6 +412,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Recomputes every ledger invariant from the stored entries (`paywarden ledger verify`).
     async fn audit(&self) -> Result<AuditReport, StoreError>;
+
+    /// The schema's history: every applied migration, its kind and the release that applied
+    /// it, oldest first.
+    async fn schema_history(&self) -> Result<Vec<schema::AppliedMigration>, StoreError>;
 
     fn stats(&self) -> StoreStats;
 }

@@ -39,10 +39,11 @@ use paywarden_core::ledger::{Audit, AuditReport};
 use paywarden_core::{Charge, PaymentIntent, PaymentMethod, Posting, Refund, Timestamp};
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use crate::schema::{self, AppliedMigration, Backend, MigrationRun, SchemaOptions, SchemaPlan};
 use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, IdempotencyRow, MerchantRow, ScannedRow};
 use crate::sqlite::{
     CHARGES, EVENTS, PAGE_LIMIT_MAX, PAYMENT_INTENTS, PAYMENT_METHODS, PURGE_CHUNK_ROWS, REFUNDS,
@@ -52,8 +53,6 @@ use crate::{
     ConflictKind, Delivery, DueDelivery, EventRecord, IdempotencyRecord, Merchant, Page, PageOf,
     Store, StoreError, StoreStats, Unclaimed, WebhookEndpointRecord, Write, WriteBatch, WriteError,
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_pg");
 
 /// How many times a batch that hit a deadlock or a serialization failure is tried again.
 pub const RETRIES: u32 = 3;
@@ -76,6 +75,9 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// How long a statement waits for a row lock before it fails. Default 5 s.
     pub lock_timeout: Duration,
+    /// The release label recorded with the migrations this store applies, and any extra
+    /// migrations the build carries ([`crate::schema`]).
+    pub schema: SchemaOptions,
 }
 
 impl Default for PgOptions {
@@ -85,6 +87,7 @@ impl Default for PgOptions {
             writes_max: 1024,
             acquire_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(5),
+            schema: SchemaOptions::default(),
         }
     }
 }
@@ -104,6 +107,19 @@ pub struct PgStore {
     counters: Counters,
 }
 
+/// The schema step on a connection of its own, with the pool's `lock_timeout`: a migration
+/// that waits on a table lock held by running replicas fails after it instead of queueing
+/// every payment behind it.
+async fn migrate_with(connect: &PgConnectOptions, opts: &PgOptions) -> Result<MigrationRun, StoreError> {
+    let migrations = opts.schema.migrations(Backend::Postgres)?;
+    let mut conn = PgConnection::connect_with(connect).await?;
+    let lock_ms = opts.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+    conn.execute(format!("SET synchronous_commit = on; SET lock_timeout = {lock_ms}").as_str()).await?;
+    let run = schema::migrate(&mut schema::postgres::Postgres(&mut conn), &migrations, &opts.schema.release).await;
+    let _ = conn.close().await;
+    Ok(run?)
+}
+
 /// `postgres://user@host:port/db` without the password, for logs and errors.
 pub fn redacted(url: &str) -> String {
     match PgConnectOptions::from_str(url) {
@@ -119,8 +135,9 @@ pub fn redacted(url: &str) -> String {
 }
 
 impl PgStore {
-    /// Connects, checks the session settings and runs the migrations (under sqlx's advisory
-    /// lock, so replicas starting together migrate once). Must be called inside a Tokio runtime.
+    /// Connects, checks the session settings and runs the schema step ([`crate::schema`]: one
+    /// transaction under an advisory lock, so replicas starting together migrate once). Must
+    /// be called inside a Tokio runtime.
     pub async fn open(url: &str, opts: PgOptions) -> Result<PgStore, StoreError> {
         let connect = PgConnectOptions::from_str(url)?;
         let lock_ms = opts.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
@@ -138,7 +155,7 @@ impl PgStore {
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
             .fetch_one(&pool)
@@ -152,7 +169,8 @@ impl PgStore {
             .fetch_one(&pool)
             .await?;
         info!(database = %redacted(url), server_version = %version, synchronous_commit = %sync, pool_max, lock_timeout_ms = lock_ms as u64, "postgres pool open");
-        MIGRATOR.run(&pool).await?;
+        let run = migrate_with(&connect, &opts).await?;
+        crate::sqlite::log_schema(&run);
         let writes_max = opts.writes_max.max(1);
         Ok(PgStore {
             pool,
@@ -163,21 +181,19 @@ impl PgStore {
         })
     }
 
-    /// Runs the migrations only (`paywarden migrate`); returns how many the database has.
-    pub async fn migrate(url: &str) -> Result<usize, StoreError> {
-        let store = PgStore::open(
-            url,
-            PgOptions {
-                pool_max: 1,
-                ..PgOptions::default()
-            },
-        )
-        .await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&store.pool)
-            .await?;
-        store.close().await;
-        Ok(n.max(0) as usize)
+    /// Runs the schema step only (`paywarden migrate --database`).
+    pub async fn migrate(url: &str, opts: &PgOptions) -> Result<MigrationRun, StoreError> {
+        migrate_with(&PgConnectOptions::from_str(url)?, opts).await
+    }
+
+    /// What this release would find and do on the database (the migrations it would apply,
+    /// those it does not know, whether it may run there), without writing anything.
+    pub async fn schema_plan(url: &str, schema: &SchemaOptions) -> Result<SchemaPlan, StoreError> {
+        let migrations = schema.migrations(Backend::Postgres)?;
+        let mut conn = PgConnection::connect_with(&PgConnectOptions::from_str(url)?).await?;
+        let plan = schema::inspect(&mut schema::postgres::Postgres(&mut conn), &migrations, &schema.release).await;
+        let _ = conn.close().await;
+        Ok(plan?)
     }
 
     /// Closes the pool (waits for connections in use to come back).
@@ -1027,6 +1043,11 @@ impl Store for PgStore {
         .await?;
         tx.rollback().await?;
         Ok(audit.finish())
+    }
+
+    async fn schema_history(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(schema::postgres::history(&mut conn).await?)
     }
 
     fn stats(&self) -> StoreStats {

@@ -65,6 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::schema::{self, AppliedMigration, Backend, MigrationRun, SchemaOptions, SchemaPlan};
 use crate::rows::{BacklogRow, DeliveryRow, DueRow, EventRow, IdempotencyRow, MerchantRow, ScannedRow};
 use crate::{
     ApiKeyRecord, ConflictKind, Delivery, DueDelivery, EventRecord, IdempotencyRecord, Merchant,
@@ -80,8 +81,6 @@ pub const PURGE_CHUNK_ROWS: i64 = 1000;
 
 /// Most rows a list returns ([`Page::limit`] is clamped to `1..=PAGE_LIMIT_MAX`).
 pub(crate) const PAGE_LIMIT_MAX: u32 = 100;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Limits of the SQLite store. Zeroes are raised to 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +113,9 @@ pub struct SqliteOptions {
     /// backstop that bounds the WAL should the background checkpointer fall behind. Default
     /// 16384 pages (64 MiB).
     pub wal_autocheckpoint_pages: u32,
+    /// The release label recorded with the migrations this store applies, and any extra
+    /// migrations the build carries ([`crate::schema`]).
+    pub schema: SchemaOptions,
 }
 
 impl Default for SqliteOptions {
@@ -127,6 +129,7 @@ impl Default for SqliteOptions {
             reader_cache_kib: 16 * 1024,
             checkpoint_interval: Duration::from_millis(50),
             wal_autocheckpoint_pages: 16_384,
+            schema: SchemaOptions::default(),
         }
     }
 }
@@ -190,6 +193,8 @@ pub struct SqliteStore {
     readers_max: u32,
     counters: Arc<Counters>,
     pragmas: SqlitePragmas,
+    /// What the schema step at open found and applied (boxed: read once, kept small).
+    schema_run: Box<MigrationRun>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -265,7 +270,9 @@ impl SqliteStore {
             "sqlite writer connection open"
         );
 
-        MIGRATOR.run(&mut conn).await?;
+        let migrations = opts.schema.migrations(Backend::Sqlite)?;
+        let run = schema::migrate(&mut schema::sqlite::Sqlite(&mut conn), &migrations, &opts.schema.release).await?;
+        log_schema(&run);
 
         let reader_opts = SqliteConnectOptions::new()
             .filename(&path)
@@ -331,7 +338,29 @@ impl SqliteStore {
             readers_max,
             counters,
             pragmas,
+            schema_run: Box::new(run),
         })
+    }
+
+    /// What this release would find and do on the SQLite database in `data_dir` (the
+    /// migrations it would apply, those it does not know, whether it may run there), without
+    /// writing anything: a missing database is planned as an empty one and not created.
+    pub async fn schema_plan(data_dir: &Path, schema: &SchemaOptions) -> Result<SchemaPlan, StoreError> {
+        let migrations = schema.migrations(Backend::Sqlite)?;
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(schema::plan(&migrations, Vec::new(), &schema.release));
+        }
+        let opts = SqliteConnectOptions::new().filename(&path).busy_timeout(SqliteOptions::default().busy_timeout);
+        let mut conn = SqliteConnection::connect_with(&opts).await?;
+        let plan = schema::inspect(&mut schema::sqlite::Sqlite(&mut conn), &migrations, &schema.release).await;
+        let _ = conn.close().await;
+        Ok(plan?)
+    }
+
+    /// What the schema step at open found and applied.
+    pub fn schema_run(&self) -> &MigrationRun {
+        &self.schema_run
     }
 
     /// The database file.
@@ -542,6 +571,23 @@ fn reader_pool_error(_: deadpool::unmanaged::PoolError) -> StoreError {
 
 fn busy_timeout_ms(d: Duration) -> i64 {
     d.as_millis().min(i32::MAX as u128) as i64
+}
+
+/// Logs what the schema step at open found and did.
+pub(crate) fn log_schema(run: &MigrationRun) {
+    let names = |v: &[AppliedMigration]| v.iter().map(|a| schema::display_name(a.version, &a.description)).collect::<Vec<_>>().join(", ");
+    info!(
+        migrations = run.plan.applied.len() + run.applied_now.len(),
+        applied_now = %names(&run.applied_now),
+        release = %run.plan.release,
+        "schema ready"
+    );
+    if !run.plan.unknown.is_empty() {
+        info!(
+            unknown = %names(&run.plan.unknown),
+            "the database has expand migrations a newer release applied; this release runs on them (expand/contract, ARCHITECTURE.md)"
+        );
+    }
 }
 
 async fn read_pragmas(conn: &mut SqliteConnection) -> Result<SqlitePragmas, StoreError> {
@@ -1508,6 +1554,11 @@ impl Store for SqliteStore {
         .await?;
         tx.rollback().await?;
         Ok(audit.finish())
+    }
+
+    async fn schema_history(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        let mut conn = self.reader().await?;
+        Ok(schema::sqlite::history(&mut conn).await?)
     }
 
     fn stats(&self) -> StoreStats {

@@ -82,3 +82,26 @@ impl Drop for PgDb {
     }
 }
 
+
+/// sqlx's migrator as the releases before the schema history ran it: the shipped migrations
+/// up to `max_version` (their SQL as it was before the marker lines), checked and applied the
+/// way those releases did at start. Running it against a database is what such a release
+/// does first; an error is what it would have exited with.
+pub fn migrator_before_history(backend: crate::schema::Backend, max_version: i64) -> sqlx::migrate::Migrator {
+    let set = crate::SchemaOptions::default().migrations(backend).expect("the shipped migrations parse");
+    let migrations: Vec<sqlx::migrate::Migration> = set
+        .list
+        .into_iter()
+        .filter(|m| m.version <= max_version)
+        .map(|m| {
+            sqlx::migrate::Migration::new(
+                m.version,
+                m.description.into(),
+                sqlx::migrate::MigrationType::Simple,
+                m.sql.into(),
+                false,
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator { migrations: migrations.into(), ..sqlx::migrate::Migrator::DEFAULT }
+}

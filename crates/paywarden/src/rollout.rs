@@ -12,6 +12,7 @@ use paywarden_rollout::controller::{Controller, ControllerConfig};
 use paywarden_rollout::proxy::{Proxy, ProxyConfig};
 use paywarden_rollout::release::{self, Release};
 use rand::RngCore;
+use paywarden_rollout::schema::{SchemaGate, SchemaReport};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -82,6 +83,11 @@ pub struct DeployArgs {
     /// traffic) until someone runs `paywarden rollback`.
     #[arg(long)]
     no_auto_rollback: bool,
+    /// Deploy even if the release applies a contract migration, which the stable release (the
+    /// rollback target) cannot run on: the schema gate's override (the plan's
+    /// `allow_contract = true`), recorded in the event log and the review.
+    #[arg(long)]
+    allow_contract: bool,
     /// Arguments for the new release's instances, e.g. `-- --fault leak=4096`.
     #[arg(last = true)]
     instance_args: Vec<String>,
@@ -378,6 +384,9 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
     if a.no_auto_rollback {
         body["auto_rollback"] = json!(false);
     }
+    if a.allow_contract {
+        body["allow_contract"] = json!(true);
+    }
     if let Some(b) = &a.binary {
         let abs = std::fs::canonicalize(b).with_context(|| format!("--binary {}", b.display()))?;
         body["binary"] = json!(abs);
@@ -386,6 +395,10 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
     let started = admin.call(reqwest::Method::POST, "/admin/deployments", Some(body)).await?;
     let id = started["id"].as_str().unwrap_or("").to_string();
     println!("deployment {id}: {} with plan {}", a.version, a.plan);
+    let s = admin.call(reqwest::Method::GET, "/admin/status", None).await?;
+    if let Ok(gate) = serde_json::from_value::<SchemaGate>(s["last_deployment"]["schema"].clone()) {
+        println!("schema gate {}: {}", gate.outcome.as_str(), gate.reason);
+    }
     if a.detach {
         return Ok(ExitCode::SUCCESS);
     }
@@ -531,6 +544,12 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
         print_diagnosis(&d["diagnosis"]);
+        if let Ok(gate) = serde_json::from_value::<SchemaGate>(d["schema"].clone()) {
+            println!("  schema gate {}: {}", gate.outcome.as_str(), gate.reason);
+        }
+    }
+    if let Ok(report) = serde_json::from_value::<SchemaReport>(s["schema"].clone()) {
+        print!("{}", schema_text(&report));
     }
     if let Some(list) = s["instances"].as_array() {
         println!("{:<9} {:<16} {:>10} {:>10} {:>8} {:>10} {:>9}", "instance", "version", "heap MiB", "RSS MiB", "leak", "requests", "p99 ms");
@@ -554,6 +573,31 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The schema's history, what a release would apply, what it does not know, and whether it
+/// can run there (`migrate`, `status`).
+pub(crate) fn schema_text(r: &SchemaReport) -> String {
+    use comfy_table::{presets::NOTHING, Table};
+    let mut out = String::new();
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(["migration", "kind", "applied by", "at (UTC)"]);
+    for m in &r.applied {
+        let at = m.applied_unix_ms.map(paywarden_store::schema::format_unix_ms).unwrap_or_default();
+        t.add_row([m.name.as_str(), m.kind.as_str(), m.release.as_deref().unwrap_or("?"), at.as_str()]);
+    }
+    for m in &r.pending {
+        t.add_row([m.name.as_str(), m.kind.as_str(), "(pending: this release applies it at start)", ""]);
+    }
+    out.push_str(&format!("schema: {} migrations applied\n{t}\n", r.applied.len()));
+    if !r.unknown.is_empty() {
+        let names: Vec<String> = r.unknown.iter().map(|m| format!("{} ({})", m.name, m.kind.as_str())).collect();
+        out.push_str(&format!("{} does not know {}: applied by a newer release\n", r.release, names.join(", ")));
+    }
+    if let Some(why) = &r.refused {
+        out.push_str(&format!("REFUSED: {why}\n"));
+    }
+    out
 }
 
 fn fmt_figure(v: &Value) -> String {

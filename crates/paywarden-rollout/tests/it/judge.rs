@@ -192,3 +192,29 @@ fn mann_whitney_matches_hand_computed_values() {
     let (e, p) = mann_whitney_greater(&[], &[1.0]);
     assert_eq!((e, p), (0.5, 1.0));
 }
+
+#[test]
+fn the_schema_line_fails_when_the_previous_release_errs_on_the_migrated_schema() {
+    use paywarden_rollout::judge::judge_schema_change;
+    let mut rng = Rng(9);
+    let cfg = JudgeConfig::default();
+    let change = "v2 (9001_loyalty_accounts, expand)";
+    // Both healthy on the new schema: the line passes and says what it shows.
+    let (c, b) = (healthy(&mut rng), healthy(&mut rng));
+    let v = judge_schema_change(&c, &b, &cfg, change);
+    assert_eq!(v.score, Score::Pass, "{v:#?}");
+    let line = v.metrics.iter().find(|m| m.metric == "schema").expect("a schema line");
+    assert!(line.critical && line.detail.contains("previous release serves on the schema v2 (9001_loyalty_accounts, expand) migrated"), "{}", line.detail);
+    assert_eq!(v.metrics.len(), 5);
+    assert_eq!(judge(&c, &b, &cfg).metrics.len(), 4, "no schema line when nothing migrated");
+    // The old code fails on the new schema (the migration was no expand): a critical failure,
+    // although the canary itself is fine.
+    let b = Window { errors: 300, ..healthy(&mut rng) };
+    let v = judge_schema_change(&c, &b, &cfg, change);
+    assert_eq!(v.score, Score::Fail);
+    assert!(v.reason.contains("critical metric schema"), "{}", v.reason);
+    assert_eq!(score_of(&v, "error_rate"), Score::Pass, "the canary errs less, not more");
+    // Too little baseline traffic is inconclusive, never a pass.
+    let b = Window { requests: 20, errors: 0, ..healthy(&mut rng) };
+    assert_eq!(score_of(&judge_schema_change(&c, &b, &cfg, change), "schema"), Score::Inconclusive);
+}

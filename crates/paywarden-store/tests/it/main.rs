@@ -7,4 +7,5 @@ mod objects;
 mod outbox;
 mod pagination;
 mod postgres;
+mod schema;
 mod writer;

@@ -654,19 +654,8 @@ async fn idempotency_records_written_before_migration_4_survive_it() {
             let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&opts)
                 .await
                 .unwrap();
-            let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/migrations"
-            )))
-            .await
-            .unwrap();
-            before.migrations = before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 4)
-                .cloned()
-                .collect::<Vec<_>>()
-                .into();
+            // A release from before migration 4 (and before the schema history).
+            let before = paywarden_store::testing::migrator_before_history(paywarden_store::schema::Backend::Sqlite, 3);
             before.run(&mut conn).await.unwrap();
             for (key, created) in [("live", 1_000_000_i64), ("old", 10)] {
                 sqlx::query(

@@ -13,6 +13,7 @@ mod receiver;
 mod replicas;
 mod rollout;
 mod schemathesis;
+mod schema;
 mod sdk;
 mod server;
 mod tls;

@@ -16,10 +16,10 @@ use crate::server::BIN;
 
 use crate::HEAVY;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 
 pub(crate) struct Up {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) proxy: String,
     admin: String,
     pub(crate) key: String,
@@ -27,7 +27,7 @@ pub(crate) struct Up {
 }
 
 impl Up {
-    async fn start(dir: &Path, token: Option<&str>) -> (Up, Vec<String>) {
+    pub(crate) async fn start(dir: &Path, token: Option<&str>) -> (Up, Vec<String>) {
         Up::start_with(dir, token, &[]).await
     }
 
@@ -67,7 +67,7 @@ impl Up {
         (Up { child, proxy: proxy.to_string(), admin: admin.to_string(), key, dir: dir.to_path_buf() }, lines)
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("PAYWARDEN_ADMIN", &self.admin)
@@ -77,7 +77,7 @@ impl Up {
             .expect("run paywarden")
     }
 
-    async fn cli_async(&self, args: &[&str]) -> Output {
+    pub(crate) async fn cli_async(&self, args: &[&str]) -> Output {
         let (admin, args): (String, Vec<String>) = (self.admin.clone(), args.iter().map(|s| s.to_string()).collect());
         tokio::task::spawn_blocking(move || {
             Command::new(BIN).args(&args).env("PAYWARDEN_ADMIN", admin).env("PAYWARDEN_ADMIN_TOKEN", TOKEN).env("PAYWARDEN_LOG", "warn").output().unwrap()
@@ -86,19 +86,19 @@ impl Up {
         .unwrap()
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let o = self.cli(&["status", "--json"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("rollout/events.jsonl")).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     /// Payment load through the proxy for `secs`, summary in `out`.
-    fn load(&self, rate: u32, secs: u32, out: &Path) -> Child {
+    pub(crate) fn load(&self, rate: u32, secs: u32, out: &Path) -> Child {
         Command::new(BIN)
             .args(["load", "--target", &self.proxy, "--key", &self.key, "--no-memory", "--threads", "1"])
             .args(["--rate", &rate.to_string(), "--duration", &format!("{secs}s"), "--out"])
@@ -124,14 +124,14 @@ impl Drop for Up {
     }
 }
 
-async fn finish_load(mut load: Child, out: &Path) -> Value {
+pub(crate) async fn finish_load(mut load: Child, out: &Path) -> Value {
     let status = tokio::task::spawn_blocking(move || load.wait().unwrap()).await.unwrap();
     let s: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert!(status.code().is_some(), "load ended by a signal");
     s
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 

@@ -1,0 +1,137 @@
+//! The schema runner's SQL on SQLite: the step is one `BEGIN IMMEDIATE` transaction (SQLite's
+//! DDL is transactional), which also serializes processes starting on one database file.
+
+use sqlx::{Executor, Row, SqliteConnection};
+
+use super::{AppliedMigration, Kind, Migration, SchemaDb, SqlxRow};
+
+pub(crate) struct Sqlite<'c>(pub(crate) &'c mut SqliteConnection);
+
+#[async_trait::async_trait]
+impl SchemaDb for Sqlite<'_> {
+    async fn begin(&mut self) -> Result<(), sqlx::Error> {
+        self.0.execute("BEGIN IMMEDIATE").await.map(drop)
+    }
+
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        self.0.execute("COMMIT").await.map(drop)
+    }
+
+    async fn rollback(&mut self) -> Result<(), sqlx::Error> {
+        self.0.execute("ROLLBACK").await.map(drop)
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1")
+            .bind(name)
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn create_history(&mut self) -> Result<(), sqlx::Error> {
+        self.0.execute(
+            "CREATE TABLE IF NOT EXISTS paywarden_schema_history (
+                version         INTEGER PRIMARY KEY,
+                description     TEXT NOT NULL,
+                kind            TEXT CHECK (kind IN ('expand', 'contract')),
+                checksum        BLOB NOT NULL,
+                release         TEXT NOT NULL,
+                applied_unix_ms INTEGER NOT NULL,
+                execution_ms    INTEGER NOT NULL
+            ) STRICT",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn history(&mut self) -> Result<Vec<AppliedMigration>, sqlx::Error> {
+        let rows = sqlx::query("SELECT version, description, kind, checksum, release, applied_unix_ms FROM paywarden_schema_history ORDER BY version")
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.iter().map(applied_from_row).collect()
+    }
+
+    async fn sqlx_rows(&mut self) -> Result<Vec<SqlxRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT version, description, checksum, CAST(strftime('%s', installed_on) AS INTEGER) * 1000 AS ms \
+             FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&mut *self.0)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SqlxRow {
+                    version: r.try_get("version")?,
+                    description: r.try_get("description")?,
+                    checksum: r.try_get("checksum")?,
+                    installed_unix_ms: r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        self.0.execute(sql).await.map(drop)
+    }
+
+    async fn insert_history(&mut self, row: &AppliedMigration, execution_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO paywarden_schema_history (version, description, kind, checksum, release, applied_unix_ms, execution_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(row.version)
+        .bind(&row.description)
+        .bind(row.kind.map(Kind::as_str))
+        .bind(&row.checksum)
+        .bind(&row.release)
+        .bind(row.applied_unix_ms)
+        .bind(execution_ms)
+        .execute(&mut *self.0)
+        .await
+        .map(drop)
+    }
+
+    async fn insert_sqlx_row(&mut self, m: &Migration, execution_ns: i64) -> Result<(), sqlx::Error> {
+        // sqlx 0.8's own table, as its migrator makes it.
+        self.0.execute(
+            "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+)",
+        )
+        .await?;
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?1, ?2, TRUE, ?3, ?4)")
+            .bind(m.version)
+            .bind(&m.description)
+            .bind(&m.checksum)
+            .bind(execution_ns)
+            .execute(&mut *self.0)
+            .await
+            .map(drop)
+    }
+}
+
+fn applied_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AppliedMigration, sqlx::Error> {
+    Ok(AppliedMigration {
+        version: r.try_get("version")?,
+        description: r.try_get("description")?,
+        kind: r.try_get::<Option<String>, _>("kind")?.as_deref().and_then(Kind::parse),
+        release: r.try_get("release")?,
+        applied_unix_ms: r.try_get("applied_unix_ms")?,
+        checksum: r.try_get("checksum")?,
+    })
+}
+
+/// The history as a reader sees it (empty before the first start of a release that keeps it).
+pub(crate) async fn history(conn: &mut SqliteConnection) -> Result<Vec<AppliedMigration>, sqlx::Error> {
+    let mut db = Sqlite(conn);
+    if !db.table_exists("paywarden_schema_history").await? {
+        return Ok(Vec::new());
+    }
+    db.history().await
+}
