@@ -4,16 +4,17 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /admin/status` | stable, canary (with weight), baseline, last deployment with traffic figures |
+//! | `GET /admin/status` | stable, canary (with weight), baseline, last deployment with traffic figures, the schema's history |
 //! | `GET /admin/canary/verdict` | the judge's current verdict (Argo Rollouts' Web metric provider reads `score`) |
 //! | `GET /admin/history` | every deployment's record, oldest first |
 //! | `GET /admin/events?deployment=ID` | the event log (the last 10 000 events) |
-//! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..], "auto_rollback"?: bool}` → 202 `{"id"}` |
+//! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..], "auto_rollback"?: bool, "allow_contract"?: bool}` → 202 `{"id"}` once the schema gate let it through |
 //! | `POST /admin/rollback` | rolls back the deployment in progress; answers when done |
 //! | `GET /healthz` | no token: the controller is alive |
 //!
 //! Errors are JSON `{"error": {"message": ...}}` with 400 (bad request: what to change), 401
-//! (no or wrong token), 404, 409 (a deployment is or is not in progress), 413 (body over
+//! (no or wrong token), 404, 409 (a deployment is or is not in progress; the schema gate refused
+//! the release, or the previous release cannot run on the schema), 413 (body over
 //! [`ADMIN_BODY_BYTES_MAX`]).
 
 use std::path::PathBuf;

@@ -109,3 +109,41 @@ fn bad_ids_and_missing_deployments_are_clear_errors() {
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(Review::load(empty.path(), AUG12), Err(ReviewError::NotFound { .. })));
 }
+
+#[test]
+fn a_deployment_that_migrates_shows_the_schema_gate_and_history_in_both_reviews() {
+    use paywarden_rollout::schema::{gate, MigrationKind, SchemaMigration, SchemaReport, REPORT_FORMAT};
+    let rollout = dir("good");
+    let mut record = paywarden_rollout::release::read_history(&rollout).unwrap().into_iter().find(|r| r["id"] == GOOD).unwrap();
+    let events = paywarden_rollout::events::read_events(&rollout.join("events.jsonl"), Some(GOOD)).unwrap();
+    let m = |v: i64, name: &str, kind, release: Option<&str>| SchemaMigration {
+        version: v,
+        name: name.into(),
+        kind,
+        release: release.map(String::from),
+        applied_unix_ms: release.map(|_| 1_796_000_000_000),
+    };
+    let report = SchemaReport {
+        format: REPORT_FORMAT,
+        release: "v2".into(),
+        applied: vec![m(1, "0001_init", MigrationKind::Expand, Some("v1 (sha256 0123456789ab)"))],
+        pending: vec![m(9001, "9001_loyalty_accounts", MigrationKind::Expand, None)],
+        unknown: vec![],
+        refused: None,
+    };
+    record["schema"] = serde_json::to_value(gate(&report, false, "v2", "v1")).unwrap();
+    let r = Review::build(&record, &events, vec![]);
+    let md = paywarden_review::markdown::render(&r);
+    for want in ["## Schema", "**Schema gate: pass.**", "9001_loyalty_accounts (expand)", "| 0001_init | expand | v1 (sha256 0123456789ab) |", "| 9001_loyalty_accounts | expand |"] {
+        assert!(md.contains(want), "{want:?} in {md}");
+    }
+    let html = paywarden_review::html::render(&r);
+    assert!(html.contains("<h2 id=\"schema\">Schema</h2>") && html.contains("schema gate pass") && html.contains("<code>9001_loyalty_accounts</code>"), "{html}");
+    // The override is called out.
+    let report = SchemaReport { pending: vec![m(9002, "9002_drop_note", MigrationKind::Contract, None)], ..report };
+    record["schema"] = serde_json::to_value(gate(&report, true, "v2", "v1")).unwrap();
+    let md = paywarden_review::markdown::render(&Review::build(&record, &events, vec![]));
+    assert!(md.contains("**Schema gate: overridden.**") && md.contains("`allow_contract = true`: the operator overrode the gate"), "{md}");
+    // A record from before the gate has no schema section.
+    assert!(!paywarden_review::markdown::render(&load("good", GOOD)).contains("## Schema"));
+}

@@ -310,14 +310,47 @@ pub enum SchemaError {
     Database(#[from] sqlx::Error),
 }
 
-/// A row of sqlx's `_sqlx_migrations`.
-#[derive(Debug, Clone)]
+/// A row of sqlx's `_sqlx_migrations`, as both backends select it (`installed_unix_ms` from
+/// each one's own timestamp arithmetic).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct SqlxRow {
     pub version: i64,
     pub description: String,
     pub checksum: Vec<u8>,
-    pub installed_unix_ms: i64,
+    pub installed_unix_ms: Option<i64>,
 }
+
+/// A row of `paywarden_schema_history`, as both backends read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct HistoryRow {
+    version: i64,
+    description: String,
+    kind: Option<String>,
+    checksum: Vec<u8>,
+    release: String,
+    applied_unix_ms: i64,
+}
+
+impl From<HistoryRow> for AppliedMigration {
+    fn from(r: HistoryRow) -> AppliedMigration {
+        AppliedMigration {
+            version: r.version,
+            description: r.description,
+            kind: r.kind.as_deref().and_then(Kind::parse),
+            release: r.release,
+            applied_unix_ms: r.applied_unix_ms,
+            checksum: r.checksum,
+        }
+    }
+}
+
+/// The statements both backends share (`$N` parameters: sqlx binds them on SQLite too).
+pub(crate) const HISTORY_SELECT: &str =
+    "SELECT version, description, kind, checksum, release, applied_unix_ms FROM paywarden_schema_history ORDER BY version";
+pub(crate) const HISTORY_INSERT: &str = "INSERT INTO paywarden_schema_history \
+     (version, description, kind, checksum, release, applied_unix_ms, execution_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SQLX_INSERT: &str =
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)";
 
 /// What the runner needs of a database connection; one implementation per backend.
 #[async_trait::async_trait]
@@ -351,7 +384,7 @@ async fn read_history<D: SchemaDb>(db: &mut D, known: &Migrations) -> Result<(Ve
                 description: r.description,
                 kind,
                 release: BEFORE_HISTORY.to_string(),
-                applied_unix_ms: r.installed_unix_ms,
+                applied_unix_ms: r.installed_unix_ms.unwrap_or(0),
                 checksum: r.checksum,
             });
         }

@@ -2,9 +2,9 @@
 //! transactional) that first takes a transaction-scoped advisory lock, so replicas starting
 //! together on one database migrate once, one after the other.
 
-use sqlx::{Executor, PgConnection, Row};
+use sqlx::{Executor, PgConnection};
 
-use super::{AppliedMigration, Kind, Migration, SchemaDb, SqlxRow};
+use super::{AppliedMigration, HistoryRow, Kind, Migration, SchemaDb, SqlxRow, HISTORY_INSERT, HISTORY_SELECT, SQLX_INSERT};
 
 /// The advisory lock key of the schema step (an arbitrary constant: "pw schema").
 const SCHEMA_LOCK: i64 = 0x7077_2073_6368_656d;
@@ -47,29 +47,17 @@ impl SchemaDb for Postgres<'_> {
     }
 
     async fn history(&mut self) -> Result<Vec<AppliedMigration>, sqlx::Error> {
-        let rows = sqlx::query("SELECT version, description, kind, checksum, release, applied_unix_ms FROM paywarden_schema_history ORDER BY version")
-            .fetch_all(&mut *self.0)
-            .await?;
-        rows.iter().map(applied_from_row).collect()
+        let rows: Vec<HistoryRow> = sqlx::query_as(HISTORY_SELECT).fetch_all(&mut *self.0).await?;
+        Ok(rows.into_iter().map(AppliedMigration::from).collect())
     }
 
     async fn sqlx_rows(&mut self) -> Result<Vec<SqlxRow>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT version, description, checksum, (extract(epoch FROM installed_on) * 1000)::BIGINT AS ms \
+        sqlx::query_as(
+            "SELECT version, description, checksum, (extract(epoch FROM installed_on) * 1000)::BIGINT AS installed_unix_ms \
              FROM _sqlx_migrations WHERE success ORDER BY version",
         )
         .fetch_all(&mut *self.0)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SqlxRow {
-                    version: r.try_get("version")?,
-                    description: r.try_get("description")?,
-                    checksum: r.try_get("checksum")?,
-                    installed_unix_ms: r.try_get("ms")?,
-                })
-            })
-            .collect()
+        .await
     }
 
     async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
@@ -77,20 +65,17 @@ impl SchemaDb for Postgres<'_> {
     }
 
     async fn insert_history(&mut self, row: &AppliedMigration, execution_ms: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO paywarden_schema_history (version, description, kind, checksum, release, applied_unix_ms, execution_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(row.version)
-        .bind(&row.description)
-        .bind(row.kind.map(Kind::as_str))
-        .bind(&row.checksum)
-        .bind(&row.release)
-        .bind(row.applied_unix_ms)
-        .bind(execution_ms)
-        .execute(&mut *self.0)
-        .await
-        .map(drop)
+        sqlx::query(HISTORY_INSERT)
+            .bind(row.version)
+            .bind(&row.description)
+            .bind(row.kind.map(Kind::as_str))
+            .bind(&row.checksum)
+            .bind(&row.release)
+            .bind(row.applied_unix_ms)
+            .bind(execution_ms)
+            .execute(&mut *self.0)
+            .await
+            .map(drop)
     }
 
     async fn insert_sqlx_row(&mut self, m: &Migration, execution_ns: i64) -> Result<(), sqlx::Error> {
@@ -106,7 +91,7 @@ impl SchemaDb for Postgres<'_> {
 )",
         )
         .await?;
-        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)")
+        sqlx::query(SQLX_INSERT)
             .bind(m.version)
             .bind(&m.description)
             .bind(&m.checksum)
@@ -117,16 +102,6 @@ impl SchemaDb for Postgres<'_> {
     }
 }
 
-fn applied_from_row(r: &sqlx::postgres::PgRow) -> Result<AppliedMigration, sqlx::Error> {
-    Ok(AppliedMigration {
-        version: r.try_get("version")?,
-        description: r.try_get("description")?,
-        kind: r.try_get::<Option<String>, _>("kind")?.as_deref().and_then(Kind::parse),
-        release: r.try_get("release")?,
-        applied_unix_ms: r.try_get("applied_unix_ms")?,
-        checksum: r.try_get("checksum")?,
-    })
-}
 
 /// The history as the pool sees it (empty before the first start of a release that keeps it).
 pub(crate) async fn history(conn: &mut PgConnection) -> Result<Vec<AppliedMigration>, sqlx::Error> {

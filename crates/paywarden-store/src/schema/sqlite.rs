@@ -1,9 +1,9 @@
 //! The schema runner's SQL on SQLite: the step is one `BEGIN IMMEDIATE` transaction (SQLite's
 //! DDL is transactional), which also serializes processes starting on one database file.
 
-use sqlx::{Executor, Row, SqliteConnection};
+use sqlx::{Executor, SqliteConnection};
 
-use super::{AppliedMigration, Kind, Migration, SchemaDb, SqlxRow};
+use super::{AppliedMigration, HistoryRow, Kind, Migration, SchemaDb, SqlxRow, HISTORY_INSERT, HISTORY_SELECT, SQLX_INSERT};
 
 pub(crate) struct Sqlite<'c>(pub(crate) &'c mut SqliteConnection);
 
@@ -46,29 +46,17 @@ impl SchemaDb for Sqlite<'_> {
     }
 
     async fn history(&mut self) -> Result<Vec<AppliedMigration>, sqlx::Error> {
-        let rows = sqlx::query("SELECT version, description, kind, checksum, release, applied_unix_ms FROM paywarden_schema_history ORDER BY version")
-            .fetch_all(&mut *self.0)
-            .await?;
-        rows.iter().map(applied_from_row).collect()
+        let rows: Vec<HistoryRow> = sqlx::query_as(HISTORY_SELECT).fetch_all(&mut *self.0).await?;
+        Ok(rows.into_iter().map(AppliedMigration::from).collect())
     }
 
     async fn sqlx_rows(&mut self) -> Result<Vec<SqlxRow>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT version, description, checksum, CAST(strftime('%s', installed_on) AS INTEGER) * 1000 AS ms \
+        sqlx::query_as(
+            "SELECT version, description, checksum, CAST(strftime('%s', installed_on) AS INTEGER) * 1000 AS installed_unix_ms \
              FROM _sqlx_migrations WHERE success ORDER BY version",
         )
         .fetch_all(&mut *self.0)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SqlxRow {
-                    version: r.try_get("version")?,
-                    description: r.try_get("description")?,
-                    checksum: r.try_get("checksum")?,
-                    installed_unix_ms: r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
-                })
-            })
-            .collect()
+        .await
     }
 
     async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
@@ -76,20 +64,17 @@ impl SchemaDb for Sqlite<'_> {
     }
 
     async fn insert_history(&mut self, row: &AppliedMigration, execution_ms: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO paywarden_schema_history (version, description, kind, checksum, release, applied_unix_ms, execution_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(row.version)
-        .bind(&row.description)
-        .bind(row.kind.map(Kind::as_str))
-        .bind(&row.checksum)
-        .bind(&row.release)
-        .bind(row.applied_unix_ms)
-        .bind(execution_ms)
-        .execute(&mut *self.0)
-        .await
-        .map(drop)
+        sqlx::query(HISTORY_INSERT)
+            .bind(row.version)
+            .bind(&row.description)
+            .bind(row.kind.map(Kind::as_str))
+            .bind(&row.checksum)
+            .bind(&row.release)
+            .bind(row.applied_unix_ms)
+            .bind(execution_ms)
+            .execute(&mut *self.0)
+            .await
+            .map(drop)
     }
 
     async fn insert_sqlx_row(&mut self, m: &Migration, execution_ns: i64) -> Result<(), sqlx::Error> {
@@ -105,7 +90,7 @@ impl SchemaDb for Sqlite<'_> {
 )",
         )
         .await?;
-        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?1, ?2, TRUE, ?3, ?4)")
+        sqlx::query(SQLX_INSERT)
             .bind(m.version)
             .bind(&m.description)
             .bind(&m.checksum)
@@ -116,16 +101,6 @@ impl SchemaDb for Sqlite<'_> {
     }
 }
 
-fn applied_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AppliedMigration, sqlx::Error> {
-    Ok(AppliedMigration {
-        version: r.try_get("version")?,
-        description: r.try_get("description")?,
-        kind: r.try_get::<Option<String>, _>("kind")?.as_deref().and_then(Kind::parse),
-        release: r.try_get("release")?,
-        applied_unix_ms: r.try_get("applied_unix_ms")?,
-        checksum: r.try_get("checksum")?,
-    })
-}
 
 /// The history as a reader sees it (empty before the first start of a release that keeps it).
 pub(crate) async fn history(conn: &mut SqliteConnection) -> Result<Vec<AppliedMigration>, sqlx::Error> {
