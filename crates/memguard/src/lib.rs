@@ -184,13 +184,17 @@
 //! more, attributed to the innermost frame that is the program's own code (not jemalloc, the
 //! standard library, hashbrown, the symbolizer or memguard: [`sites::DEFAULT_SKIP_PREFIXES`]),
 //! summed per function, largest first, with bytes per second and share. Growth under 1 MiB
-//! over the window is sampling noise and not reported. Symbolization reads the binary's debug
-//! information (paywarden's release profile keeps line tables, `debug = 1`) and is done once
-//! per address, before the first sample for the addresses live at start.
+//! over the window is sampling noise and not reported. Names come from the binary's debug
+//! information (paywarden's release profile keeps line tables, `debug = 1`), read by a
+//! short-lived helper process ([`symbolizer`]: the service's own binary again), never by the
+//! service itself: parsed debug information is about 115 MB that a symbolizer keeps for good.
+//! Names are cached per address.
 //!
-//! Call [`profiler::read_mappings_before_threads`] at the top of `main`, before a runtime starts:
-//! the first profile otherwise reads the process's shared objects in a way that can deadlock
-//! with another thread's first DNS lookup (glibc's loader locks, taken in opposite orders).
+//! Call `symbolizer::serve_if_helper` first thing in `main` (in the helper it answers and
+//! exits; in the service it returns at once), then
+//! [`profiler::read_mappings_before_threads`] before a runtime starts: the first profile
+//! otherwise reads the process's shared objects in a way that can deadlock with another
+//! thread's first DNS lookup (glibc's loader locks, taken in opposite orders).
 //!
 //! Measured on `paywarden serve --fault leak=4096` at 150 payments/s (the end-to-end test):
 //! `leaking` after 38 s and the site `paywarden_api::faults::leak_on_confirmed_payment`
@@ -224,6 +228,8 @@ pub mod ring;
 pub mod sampler;
 pub mod sites;
 pub mod stats;
+#[cfg(feature = "profiler")]
+pub mod symbolizer;
 
 pub use burn::{AlertState, BurnRateAlert, BurnRateConfig, BurnRateStatus, WindowRate};
 pub use leak::{

@@ -10,10 +10,13 @@
 //! [`HeapProfiler::get`] returns `None` otherwise.
 //!
 //! Dumps write a temporary file and parse it: a few milliseconds for a few thousand stacks,
-//! done on a blocking thread. Symbolization reads the binary's debug information once (the
-//! first call takes a while and keeps tens of MiB; call [`HeapProfiler::warm_up`] at start so
-//! that step is not mistaken for a leak) and caches names per address, at most
-//! [`SYMBOL_CACHE_MAX`] addresses.
+//! done on a blocking thread. **This process never reads its own debug information**: that
+//! costs about 100 MB that the symbolizer keeps for good, ten times an idle service's heap.
+//! Names for a heap diff come from a short-lived helper process ([`crate::symbolizer`]),
+//! one per diff for the addresses not named before, and are cached per address (at most
+//! [`SYMBOL_CACHE_MAX`] addresses; names are small). The pprof output is not symbolized: it
+//! carries each object's path and build id and file-relative addresses, and is symbolized
+//! offline against the binary (`go tool pprof ./paywarden heap.pb.gz`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use jemalloc_pprof::{JemallocProfCtl, PROF_CTL};
 
 use crate::sites::{HeapProfile, ProfiledStack};
+use crate::symbolizer::HelperCommand;
 
 /// Addresses whose names are cached; past it the cache is cleared (names are re-read).
 pub const SYMBOL_CACHE_MAX: usize = 65_536;
@@ -42,7 +46,12 @@ pub struct ProfilerError(String);
 /// dispatcher resolves the endpoints' hosts at once) while the memory guard took its first
 /// profile never accepted a connection. Read once here, single-threaded, the mappings are
 /// never read again.
+///
+/// In a symbolizer helper started by such a service this answers and exits instead
+/// ([`crate::symbolizer::serve_if_helper`], which a service should call before anything else:
+/// this call is the safety net for one that calls this first).
 pub fn read_mappings_before_threads() {
+    crate::symbolizer::serve_if_helper();
     if PROF_CTL.is_some() {
         let _ = mappings::MAPPINGS.is_some();
     }
@@ -53,6 +62,9 @@ pub fn read_mappings_before_threads() {
 pub struct HeapProfiler {
     ctl: Arc<tokio::sync::Mutex<JemallocProfCtl>>,
     symbols: Arc<Mutex<HashMap<u64, Vec<String>>>>,
+    helper: Arc<HelperCommand>,
+    /// One symbolizer helper at a time per process.
+    helper_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for HeapProfiler {
@@ -65,7 +77,20 @@ impl HeapProfiler {
     /// The profiler, if jemalloc was started with `prof:true`.
     pub fn get() -> Option<HeapProfiler> {
         let ctl = PROF_CTL.as_ref()?.clone();
-        Some(HeapProfiler { ctl, symbols: Arc::new(Mutex::new(HashMap::new())) })
+        Some(HeapProfiler {
+            ctl,
+            symbols: Arc::new(Mutex::new(HashMap::new())),
+            helper: Arc::new(HelperCommand::default()),
+            helper_turn: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Starts symbolizer helpers with `command` (default: this binary, `/proc/self/exe`, whose
+    /// `main` calls [`crate::symbolizer::serve_if_helper`] first). A test points it at its own
+    /// test binary with the arguments that run the test calling `serve_if_helper`.
+    pub fn with_symbolizer(mut self, command: HelperCommand) -> HeapProfiler {
+        self.helper = Arc::new(command);
+        self
     }
 
     /// Whether allocations are being sampled now, and the sampling interval (log2 bytes).
@@ -95,8 +120,9 @@ impl HeapProfiler {
         Ok(HeapProfile { at_ms, stacks })
     }
 
-    /// The live heap profile in pprof's format (gzipped protobuf, `inuse_space` in bytes),
-    /// symbolized: `go tool pprof` or Polar Signals read it without the binary.
+    /// The live heap profile in pprof's format (gzipped protobuf, `inuse_space` in bytes), not
+    /// symbolized: its mappings carry each object's path and GNU build id, its locations
+    /// file-relative addresses; `go tool pprof BINARY FILE` names them offline.
     pub async fn pprof(&self) -> Result<Vec<u8>, ProfilerError> {
         let ctl = self.ctl.clone();
         tokio::task::spawn_blocking(move || {
@@ -110,56 +136,60 @@ impl HeapProfiler {
         .map_err(|e| ProfilerError(format!("pprof task: {e}")))?
     }
 
-    /// Function names at a return address from a profile, innermost inlined frame first,
-    /// without Rust's hash suffixes; empty if unknown.
-    pub fn symbolize(&self, addr: u64) -> Vec<String> {
-        if let Some(names) = self.symbols.lock().ok().and_then(|c| c.get(&addr).cloned()) {
-            return names;
-        }
-        let mut names = Vec::new();
-        // A return address points past the call; one byte back is inside it.
-        let pc = addr.saturating_sub(1) as usize as *mut std::ffi::c_void;
-        backtrace::resolve(pc, |symbol| {
-            if let Some(name) = symbol.name() {
-                names.push(format!("{name:#}"));
+    /// Function names at each return address of `addrs` (as profiles record them), innermost
+    /// inlined frame first, without Rust's hash suffixes; empty if unknown. Cached addresses
+    /// are answered from the cache; the others are named by one symbolizer helper process
+    /// (per [`crate::symbolizer::ADDRESSES_PER_REQUEST_MAX`]), whose failure is the error.
+    pub async fn symbolize(&self, addrs: &[u64]) -> Result<HashMap<u64, Vec<String>>, ProfilerError> {
+        let _turn = self.helper_turn.lock().await;
+        let mut names: HashMap<u64, Vec<String>> = HashMap::with_capacity(addrs.len());
+        let mut misses = Vec::new();
+        {
+            let cache = self.symbols.lock().unwrap_or_else(|p| p.into_inner());
+            for &a in addrs {
+                match cache.get(&a) {
+                    Some(n) => {
+                        names.insert(a, n.clone());
+                    }
+                    None => misses.push(a),
+                }
             }
-        });
-        if let Ok(mut cache) = self.symbols.lock() {
-            if cache.len() >= SYMBOL_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(addr, names.clone());
         }
-        names
+        misses.sort_unstable();
+        misses.dedup();
+        if misses.is_empty() {
+            return Ok(names);
+        }
+        let found = crate::symbolizer::symbolize(&self.helper, &crate::symbolizer::process_mappings(), &misses)
+            .await
+            .map_err(|e| ProfilerError(e.to_string()))?;
+        assert_eq!(found.len(), misses.len(), "one answer per address");
+        let mut cache = self.symbols.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() + misses.len() > SYMBOL_CACHE_MAX {
+            cache.clear();
+        }
+        for (a, n) in misses.into_iter().zip(found) {
+            if cache.len() < SYMBOL_CACHE_MAX {
+                cache.insert(a, n.clone());
+            }
+            names.insert(a, n);
+        }
+        Ok(names)
     }
 
     /// Diffs two profiles of this process and names the allocation sites that grew between
-    /// them (symbolized here, on a blocking thread; see [`crate::sites::growing_sites`]).
+    /// them (see [`crate::sites::growing_sites`]). Every frame of `after` not named before is
+    /// named first, in one symbolizer helper call: the diff only names frames of stacks of
+    /// `after` (a stack only in `before` shrank), and it may need any of them.
     pub async fn growing_sites(&self, before: HeapProfile, after: HeapProfile, config: crate::sites::SiteConfig) -> Result<crate::sites::SiteReport, ProfilerError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || crate::sites::growing_sites(&before, &after, &config, &mut |addr| this.symbolize(addr)))
-            .await
-            .map_err(|e| ProfilerError(format!("diff task: {e}")))
-    }
-
-    /// Reads the binary's debug information now, by symbolizing every address of a profile
-    /// of the running process, so the memory the symbolizer keeps (parsed line programs, per
-    /// compilation unit, read on first use) joins the start-up heap rather than appearing as
-    /// a step while a leak is investigated. Returns the addresses symbolized.
-    pub async fn warm_up(&self) -> usize {
-        let Ok(profile) = self.profile(0).await else { return 0 };
-        let this = self.clone();
+        let mut addrs: Vec<u64> = after.stacks.iter().flat_map(|s| s.frames.iter().copied()).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let names = self.symbolize(&addrs).await?;
         tokio::task::spawn_blocking(move || {
-            let mut addrs: Vec<u64> = profile.stacks.iter().flat_map(|s| s.frames.iter().copied()).collect();
-            addrs.push(HeapProfiler::symbolize as fn(&HeapProfiler, u64) -> Vec<String> as usize as u64 + 1);
-            addrs.sort_unstable();
-            addrs.dedup();
-            for a in &addrs {
-                this.symbolize(*a);
-            }
-            addrs.len()
+            crate::sites::growing_sites(&before, &after, &config, &mut |addr| names.get(&addr).cloned().unwrap_or_default())
         })
         .await
-        .unwrap_or(0)
+        .map_err(|e| ProfilerError(format!("diff task: {e}")))
     }
 }

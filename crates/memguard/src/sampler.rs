@@ -198,7 +198,7 @@ impl MemoryGuard {
         let mut burn = config.burn_rate.map(BurnRateAlert::new).transpose()?;
         let started = Instant::now();
         // The counters' values now are the baseline: what happens from here on counts, even
-        // if it all happens before the first tick (the warm-up below can take seconds).
+        // if it all happens before the first tick.
         if let Some(b) = burn.as_mut() {
             let w = work();
             b.observe(0, w.successes_total, w.failures_total);
@@ -227,12 +227,6 @@ impl MemoryGuard {
             notified_site: None,
         };
         tokio::spawn(async move {
-            // Symbolization's one-time memory joins the start-up heap, before the first
-            // sample, rather than appearing as a step in the middle of an investigation.
-            #[cfg(feature = "profiler")]
-            if let Some(p) = &profiles.profiler {
-                p.warm_up().await;
-            }
             let mut tick = tokio::time::interval(config.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_sites: Option<Arc<SitesView>> = None;

@@ -69,7 +69,12 @@ pub struct SiteConfig {
 }
 
 /// Frames that mark a stack as the diagnosis machinery's own (see
-/// [`SiteConfig::exclude_prefixes`]).
+/// [`SiteConfig::exclude_prefixes`]). memguard's profiler no longer parses debug information
+/// in the service's process (its helper process does, `symbolizer`), so `backtrace::` to
+/// `object::` no longer match memguard's own work; they stay because anything else that
+/// prints a backtrace in-process (a panic with `RUST_BACKTRACE`, `std::backtrace`, an error
+/// library's captured backtraces) parses debug information with the same crates and keeps
+/// it, which is not the program's leak either. Matching costs a few prefix comparisons.
 pub const DEFAULT_EXCLUDE_PREFIXES: &[&str] = &["memguard::", "backtrace::", "gimli::", "addr2line::", "object::", "jemalloc_pprof::", "pprof_util::"];
 
 /// Frames a leak is never attributed to: jemalloc's entry points and internals (its static

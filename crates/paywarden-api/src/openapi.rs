@@ -493,7 +493,7 @@ pub fn heap_diff() {}
 pub fn alerts() {}
 
 #[utoipa::path(get, path = "/debug/pprof/heap", responses(
-    (status = 200, description = "The live heap profile from jemalloc's sampler, pprof format (gzipped protobuf, inuse_space in bytes), symbolized; read it with `go tool pprof`", content_type = "application/octet-stream"),
+    (status = 200, description = "The live heap profile from jemalloc's sampler, pprof format (gzipped protobuf, inuse_space in bytes), not symbolized: its mappings carry the binary's path and build ID and its locations file-relative addresses; read it with `go tool pprof ./paywarden heap.pb.gz` next to the same binary", content_type = "application/octet-stream"),
     (status = 401, description = "Missing or wrong admin token (merchant keys never work here)", body = ErrorEnvelope),
     (status = 404, description = "Admin endpoints are off (no --admin-token) or no memory guard runs", body = ErrorEnvelope),
     (status = 409, description = "Heap profiling is off in this process (jemalloc started without prof:true)", body = ErrorEnvelope)))]

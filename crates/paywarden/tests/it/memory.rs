@@ -1,8 +1,9 @@
 //! The memory guard end to end: under steady payment traffic, `serve --fault leak=4096` is
 //! reported `leaking` at /admin/memory/leak-report (and on /metrics) within 60 s, the heap
 //! diff names the injecting function, the MemoryLeak alert reaches a webhook receiver in
-//! Alertmanager's format, and /debug/pprof/heap serves a symbolized profile; the same traffic
-//! without the fault stays `ok` with no alert. Both servers run side by side.
+//! Alertmanager's format, and /debug/pprof/heap serves a profile that `go tool pprof` can
+//! symbolize against the binary (its path and build id, file-relative addresses); the same
+//! traffic without the fault stays `ok` with no alert. Both servers run side by side.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -171,19 +172,124 @@ async fn a_leaking_build_is_reported_leaking_and_a_clean_one_stays_ok() {
     assert_eq!(clean_alerts["active"].as_array().map(Vec::len), Some(0), "{clean_alerts}");
     assert_eq!(clean_alerts["events"].as_array().map(Vec::len), Some(0), "{clean_alerts}");
 
-    // /debug/pprof/heap: a gzipped, symbolized pprof profile that shows the leak.
+    // /debug/pprof/heap: a gzipped pprof profile, symbolized offline (`go tool pprof BINARY
+    // FILE`): it names the binary and its build id, and its samples have locations in it.
     let res = client.get(format!("{}/debug/pprof/heap", leaky.url)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let gz = res.bytes().await.unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip");
     let mut proto = Vec::new();
     flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut proto).unwrap();
-    let needle = LEAK_FN.as_bytes();
-    assert!(proto.windows(needle.len()).any(|w| w == needle), "the profile's string table names {LEAK_FN}");
+    let profile = pprof::Profile::parse(&proto);
+    let binary = profile
+        .mappings
+        .iter()
+        .find(|m| profile.string(m.filename) == crate::server::BIN)
+        .unwrap_or_else(|| panic!("a mapping names {}: {:?}", crate::server::BIN, profile.mappings.iter().map(|m| profile.string(m.filename)).collect::<Vec<_>>()));
+    let build_id = profile.string(binary.build_id);
+    assert!(build_id.len() >= 16 && build_id.bytes().all(|b| b.is_ascii_hexdigit()), "the binary's build id: {build_id:?}");
+    assert!(profile.location_mappings.iter().filter(|&&m| m == binary.id).count() > 10, "the samples' frames lie in the binary");
     let res = client.get(format!("{}/debug/pprof/heap", leaky.url)).bearer_auth(&leaky.key).send().await.unwrap();
     assert_eq!(res.status(), 401, "a merchant key never opens debug endpoints");
 }
 
 async fn admin(client: &reqwest::Client, srv: &Server, path: &str) -> serde_json::Value {
     client.get(format!("{}{path}", srv.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+/// Just enough of pprof's protobuf (`profile.proto`) to read what a user relies on.
+mod pprof {
+    pub struct Mapping {
+        pub id: u64,
+        pub filename: u64,
+        pub build_id: u64,
+    }
+
+    pub struct Profile {
+        pub strings: Vec<String>,
+        pub mappings: Vec<Mapping>,
+        /// The mapping id of every location.
+        pub location_mappings: Vec<u64>,
+    }
+
+    impl Profile {
+        pub fn parse(buf: &[u8]) -> Profile {
+            let mut p = Profile { strings: Vec::new(), mappings: Vec::new(), location_mappings: Vec::new() };
+            for (field, value) in fields(buf) {
+                match (field, value) {
+                    (3, Value::Bytes(m)) => {
+                        let mut mapping = Mapping { id: 0, filename: 0, build_id: 0 };
+                        for f in fields(m) {
+                            match f {
+                                (1, Value::Varint(v)) => mapping.id = v,
+                                (5, Value::Varint(v)) => mapping.filename = v,
+                                (6, Value::Varint(v)) => mapping.build_id = v,
+                                _ => {}
+                            }
+                        }
+                        p.mappings.push(mapping);
+                    }
+                    (4, Value::Bytes(l)) => {
+                        p.location_mappings.extend(fields(l).into_iter().filter_map(|f| match f {
+                            (2, Value::Varint(v)) => Some(v),
+                            _ => None,
+                        }));
+                    }
+                    (6, Value::Bytes(s)) => p.strings.push(String::from_utf8(s.to_vec()).expect("UTF-8 string")),
+                    _ => {}
+                }
+            }
+            p
+        }
+
+        pub fn string(&self, index: u64) -> &str {
+            self.strings.get(index as usize).map(String::as_str).unwrap_or("")
+        }
+    }
+
+    pub enum Value<'a> {
+        Varint(u64),
+        Bytes(&'a [u8]),
+        Fixed,
+    }
+
+    fn varint(buf: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = buf[*at];
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+
+    pub fn fields(buf: &[u8]) -> Vec<(u64, Value<'_>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < buf.len() {
+            let key = varint(buf, &mut at);
+            let value = match key & 7 {
+                0 => Value::Varint(varint(buf, &mut at)),
+                1 => {
+                    at += 8;
+                    Value::Fixed
+                }
+                2 => {
+                    let len = varint(buf, &mut at) as usize;
+                    at += len;
+                    Value::Bytes(&buf[at - len..at])
+                }
+                5 => {
+                    at += 4;
+                    Value::Fixed
+                }
+                w => panic!("wire type {w} in a pprof profile"),
+            };
+            out.push((key >> 3, value));
+        }
+        out
+    }
 }
