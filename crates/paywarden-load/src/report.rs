@@ -1,49 +1,27 @@
 //! The HTML report: one self-contained file (inline CSS and SVG, no script, nothing fetched)
 //! that can be attached to a CI run or a pull request and opened years later.
 //!
-//! Charts are drawn with plotters' SVG backend into strings: throughput and errors per
-//! second, latency p50/p99 per second, and the target's memory when it was sampled. Every
-//! string from the run (scenario name, error kinds, thresholds, memory detail) is escaped.
+//! Charts are drawn in paywarden's one chart style (`paywarden-charts`, shared with the
+//! post-deployment review): throughput and errors per second, latency p50/p99 per second, and
+//! the target's memory when it was sampled, each with its legend below it. Every string from
+//! the run (scenario name, error kinds, thresholds, memory detail) is escaped.
 
 use std::fmt::Write as _;
-use std::ops::Range;
 
-use plotters::prelude::*;
+use paywarden_charts::chart::{Chart, Line, Scale, Size};
+use paywarden_charts::page;
+use paywarden_charts::RGBColor;
 
 use crate::summary::{SecondPoint, Summary, format_bytes};
 use crate::threshold::format_actual;
 
+pub use paywarden_charts::page::escape;
+
 /// Most points a chart line holds: longer timelines are averaged (throughput) or reduced to
 /// their peak (latency, memory) per bucket, so a week-long run still makes a small file.
-pub const CHART_POINTS_MAX: usize = 2_000;
-/// Chart size in pixels.
-pub const CHART_WIDTH_PX: u32 = 900;
-/// Chart size in pixels.
-pub const CHART_HEIGHT_PX: u32 = 320;
+pub const CHART_POINTS_MAX: usize = paywarden_charts::chart::POINTS_MAX;
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1000px}\
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}\
-table{border-collapse:collapse;margin:0.5em 0}\
-td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}\
-td:first-child,th:first-child{text-align:left}\
-.pass{color:#17702a;font-weight:bold}.fail{color:#b00020;font-weight:bold}\
-.chart{margin:1em 0}";
+const X_DESC: &str = "seconds since the start";
 
 /// The report for `summary` as one HTML document.
 pub fn html(summary: &Summary) -> String {
@@ -52,8 +30,10 @@ pub fn html(summary: &Summary) -> String {
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
         escape(&title),
+        page::CSS,
         escape(&title)
     );
     let verdict = if summary.passed {
@@ -71,16 +51,12 @@ pub fn html(summary: &Summary) -> String {
     counts_table(&mut out, summary);
     latency_table(&mut out, summary);
     thresholds_table(&mut out, summary);
-    memory_table(&mut out, summary);
 
     let _ = writeln!(out, "<h2>Throughput</h2>");
-    push_chart(&mut out, throughput_chart(&summary.timeline));
+    out.push_str(&page::figure(&throughput_chart(&summary.timeline), None));
     let _ = writeln!(out, "<h2>Latency per second</h2>");
-    push_chart(&mut out, latency_chart(&summary.timeline));
-    if has_memory(&summary.timeline) {
-        let _ = writeln!(out, "<h2>Target memory</h2>");
-        push_chart(&mut out, memory_chart(&summary.timeline));
-    }
+    out.push_str(&page::figure(&latency_chart(&summary.timeline), None));
+    memory(&mut out, summary);
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -109,12 +85,12 @@ fn counts_table(out: &mut String, s: &Summary) {
     ];
     let _ = writeln!(out, "<h2>Counts</h2>\n<table>");
     for (label, value) in rows {
-        let _ = writeln!(out, "<tr><th>{label}</th><td>{}</td></tr>", escape(&value));
+        let _ = writeln!(out, "<tr><th>{label}</th><td class=\"n\">{}</td></tr>", escape(&value));
     }
     for (kind, count) in &s.errors {
         let _ = writeln!(
             out,
-            "<tr><th>errors: {}</th><td>{count}</td></tr>",
+            "<tr><th>errors: {}</th><td class=\"n\">{count}</td></tr>",
             escape(kind)
         );
     }
@@ -124,14 +100,14 @@ fn counts_table(out: &mut String, s: &Summary) {
 fn latency_table(out: &mut String, s: &Summary) {
     let _ = writeln!(
         out,
-        "<h2>Latency (ms)</h2>\n<table>\n<tr><th>operation</th><th>count</th><th>p50</th>\
-         <th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>"
+        "<h2>Latency (ms)</h2>\n<table>\n<tr><th>operation</th><th class=\"n\">count</th><th class=\"n\">p50</th>\
+         <th class=\"n\">p90</th><th class=\"n\">p99</th><th class=\"n\">p99.9</th><th class=\"n\">max</th><th class=\"n\">mean</th></tr>"
     );
     for (name, p) in s.latency_rows() {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td>\
-             <td>{:.2}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.2}</td>\
+             <td class=\"n\">{:.2}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.2}</td></tr>",
             escape(name),
             p.count,
             p.p50,
@@ -151,7 +127,7 @@ fn thresholds_table(out: &mut String, s: &Summary) {
     }
     let _ = writeln!(
         out,
-        "<h2>Thresholds</h2>\n<table>\n<tr><th>threshold</th><th>actual</th><th>result</th></tr>"
+        "<h2>Thresholds</h2>\n<table>\n<tr><th>threshold</th><th class=\"n\">actual</th><th>result</th></tr>"
     );
     for r in &s.thresholds {
         let result = if r.passed {
@@ -161,7 +137,7 @@ fn thresholds_table(out: &mut String, s: &Summary) {
         };
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{result}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td>{result}</td></tr>",
             escape(&r.threshold),
             escape(&format_actual(&r.threshold, r.actual))
         );
@@ -169,41 +145,38 @@ fn thresholds_table(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "</table>");
 }
 
-fn memory_table(out: &mut String, s: &Summary) {
-    let Some(m) = &s.memory else { return };
-    let _ = writeln!(out, "<h2>Target memory</h2>\n<table>");
-    let mut rows = vec![
-        ("verdict", m.verdict.clone()),
-        ("RSS at start", format_bytes(m.rss_start_bytes)),
-        ("RSS at end", format_bytes(m.rss_end_bytes)),
-        ("RSS max", format_bytes(m.rss_max_bytes)),
-    ];
-    if let Some(b) = m.heap_start_bytes {
-        rows.push(("heap at start", format_bytes(b)));
+/// The target's memory: one section, its figures and its chart.
+fn memory(out: &mut String, s: &Summary) {
+    let chart = has_memory(&s.timeline);
+    if s.memory.is_none() && !chart {
+        return;
     }
-    if let Some(b) = m.heap_end_bytes {
-        rows.push(("heap at end", format_bytes(b)));
-    }
-    if let Some(b) = m.bytes_per_payment {
-        rows.push(("heap bytes per payment", format!("{b:.1}")));
-    }
-    rows.push(("detail", m.detail.clone()));
-    for (label, value) in rows {
-        let _ = writeln!(out, "<tr><th>{label}</th><td>{}</td></tr>", escape(&value));
-    }
-    let _ = writeln!(out, "</table>");
-}
-
-fn push_chart(out: &mut String, chart: Result<String, String>) {
-    match chart {
-        // Inline SVG in HTML needs no namespace; dropping it keeps the file free of URLs.
-        Ok(svg) => {
-            let svg = svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "");
-            let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
+    let _ = writeln!(out, "<h2>Target memory</h2>");
+    if let Some(m) = &s.memory {
+        let mut rows = vec![
+            ("verdict", m.verdict.clone()),
+            ("RSS at start", format_bytes(m.rss_start_bytes)),
+            ("RSS at end", format_bytes(m.rss_end_bytes)),
+            ("RSS max", format_bytes(m.rss_max_bytes)),
+        ];
+        if let Some(b) = m.heap_start_bytes {
+            rows.push(("heap at start", format_bytes(b)));
         }
-        Err(e) => {
-            let _ = writeln!(out, "<p>chart unavailable: {}</p>", escape(&e));
+        if let Some(b) = m.heap_end_bytes {
+            rows.push(("heap at end", format_bytes(b)));
         }
+        if let Some(b) = m.bytes_per_payment {
+            rows.push(("heap growth per payment", format!("{b:.1} B")));
+        }
+        rows.push(("detail", m.detail.clone()));
+        let _ = writeln!(out, "<table>");
+        for (label, value) in rows {
+            let _ = writeln!(out, "<tr><th>{label}</th><td>{}</td></tr>", escape(&value));
+        }
+        let _ = writeln!(out, "</table>");
+    }
+    if chart {
+        out.push_str(&page::figure(&memory_chart(&s.timeline), None));
     }
 }
 
@@ -253,122 +226,51 @@ fn line(
     runs
 }
 
-struct Series {
-    label: &'static str,
-    color: RGBColor,
-    runs: Vec<Vec<(f64, f64)>>,
+fn x_max(timeline: &[SecondPoint]) -> f64 {
+    timeline.iter().map(|p| p.t).max().unwrap_or(0) as f64
 }
 
-fn x_range(timeline: &[SecondPoint]) -> Range<f64> {
-    let last = timeline.iter().map(|p| p.t).max().unwrap_or(0) as f64;
-    0.0..last.max(1.0)
+fn chart(timeline: &[SecondPoint], y_desc: &'static str, scale: Scale, lines: Vec<Line>) -> Chart<'static> {
+    Chart { x_desc: X_DESC, y_desc, scale, size: Size::Full, x_max: x_max(timeline), lines, marks: &[] }
 }
 
-fn throughput_chart(timeline: &[SecondPoint]) -> Result<String, String> {
+fn series(label: &str, color: RGBColor, runs: Vec<Vec<(f64, f64)>>) -> Line {
+    Line { label: label.to_string(), color, thin: false, runs }
+}
+
+fn throughput_chart(timeline: &[SecondPoint]) -> Chart<'static> {
     chart(
         timeline,
         "per second",
+        Scale::Zero,
         vec![
-            Series {
-                label: "requests/s",
-                color: RGBColor(31, 119, 180),
-                runs: line(timeline, |p| Some(p.requests as f64), Reduce::Mean),
-            },
-            Series {
-                label: "errors/s",
-                color: RGBColor(214, 39, 40),
-                runs: line(timeline, |p| Some(p.errors as f64), Reduce::Mean),
-            },
+            series("requests/s", RGBColor(31, 119, 180), line(timeline, |p| Some(p.requests as f64), Reduce::Mean)),
+            series("errors/s", RGBColor(214, 39, 40), line(timeline, |p| Some(p.errors as f64), Reduce::Mean)),
         ],
     )
 }
 
-fn latency_chart(timeline: &[SecondPoint]) -> Result<String, String> {
+fn latency_chart(timeline: &[SecondPoint]) -> Chart<'static> {
     chart(
         timeline,
         "milliseconds",
+        Scale::LogIfWide,
         vec![
-            Series {
-                label: "p50",
-                color: RGBColor(44, 160, 44),
-                runs: line(timeline, |p| p.p50_ms, Reduce::Max),
-            },
-            Series {
-                label: "p99",
-                color: RGBColor(255, 127, 14),
-                runs: line(timeline, |p| p.p99_ms, Reduce::Max),
-            },
+            series("p99", RGBColor(255, 127, 14), line(timeline, |p| p.p99_ms, Reduce::Max)),
+            series("p50", RGBColor(44, 160, 44), line(timeline, |p| p.p50_ms, Reduce::Max)),
         ],
     )
 }
 
-fn memory_chart(timeline: &[SecondPoint]) -> Result<String, String> {
+fn memory_chart(timeline: &[SecondPoint]) -> Chart<'static> {
     let mib = |b: Option<u64>| b.map(|b| b as f64 / (1024.0 * 1024.0));
     chart(
         timeline,
         "MiB",
+        Scale::Fit,
         vec![
-            Series {
-                label: "RSS",
-                color: RGBColor(148, 103, 189),
-                runs: line(timeline, |p| mib(p.rss_bytes), Reduce::Max),
-            },
-            Series {
-                label: "heap",
-                color: RGBColor(140, 86, 75),
-                runs: line(timeline, |p| mib(p.heap_bytes), Reduce::Max),
-            },
+            series("RSS", RGBColor(148, 103, 189), line(timeline, |p| mib(p.rss_bytes), Reduce::Max)),
+            series("heap", RGBColor(140, 86, 75), line(timeline, |p| mib(p.heap_bytes), Reduce::Max)),
         ],
     )
-}
-
-/// A line chart over the run's seconds, as an SVG string.
-fn chart(timeline: &[SecondPoint], y_label: &str, series: Vec<Series>) -> Result<String, String> {
-    let y_max = series
-        .iter()
-        .flat_map(|s| s.runs.iter().flatten())
-        .map(|(_, y)| *y)
-        .fold(0.0, f64::max);
-    // Headroom above the highest point; at least 1 so an idle run still has an axis.
-    let y_range = 0.0..(y_max * 1.1).max(1.0);
-    let mut svg = String::new();
-    {
-        let e = |err: &dyn std::fmt::Display| format!("drawing failed: {err}");
-        let root = SVGBackend::with_string(&mut svg, (CHART_WIDTH_PX, CHART_HEIGHT_PX))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range(timeline), y_range)
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc(y_label)
-            .draw()
-            .map_err(|x| e(&x))?;
-        for s in series {
-            let color = s.color;
-            for (i, run) in s.runs.into_iter().enumerate() {
-                let drawn = chart
-                    .draw_series(LineSeries::new(run, color.stroke_width(2)))
-                    .map_err(|x| e(&x))?;
-                if i == 0 {
-                    drawn.label(s.label).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                }
-            }
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
-        root.present().map_err(|x| e(&x))?;
-    }
-    Ok(svg)
 }

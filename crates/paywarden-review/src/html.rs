@@ -1,88 +1,53 @@
 //! The review as one self-contained HTML file: inline CSS and inline SVG charts, no script,
 //! nothing fetched, so it can be attached to a ticket and opened years later.
 //!
-//! Charts are drawn with plotters' SVG backend into strings, one line per instance (canary,
-//! baseline, stable) over the seconds since the deployment started, with the step starts and
-//! the rollback marked. Every string taken from the recorded data is escaped, and the
-//! incident report's Markdown is converted with its raw HTML turned into text.
+//! Charts are drawn in paywarden's one chart style (`paywarden-charts`, shared with the load
+//! report): one line per instance (canary, baseline, stable) over the seconds since the
+//! deployment started, with the step starts and, when they happened, the hold and the rollback
+//! marked; the heap also per instance as growth since the deployment started, each on its own
+//! scale. Every string taken from the recorded data is escaped, and the incident report's
+//! Markdown is converted with its raw HTML turned into text.
 
 use std::fmt::Write as _;
-use std::ops::Range;
 
+use paywarden_charts::chart::{Chart, Line, Mark, Scale, Size};
+use paywarden_charts::page;
+use paywarden_charts::RGBColor;
 use paywarden_rollout::samples::{InstanceSample, Sample};
-use plotters::coord::ranged1d::ValueFormatter;
-use plotters::coord::types::RangedCoordf64;
-use plotters::element::DashedPathElement;
-use plotters::prelude::*;
 use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
 use crate::Review;
 use crate::model::{Diagnosis, MetricView, VerdictView, format_bytes, format_clock, format_time};
 
+pub use paywarden_charts::page::escape;
+
 /// Most points a chart line holds: longer series are cut into buckets of consecutive
 /// samples, each reduced to one point (its peak; for the error rate, errors over requests
 /// across the bucket), so a ten-hour deployment still makes a small file.
-pub const CHART_POINTS_MAX: usize = 2_000;
+pub const CHART_POINTS_MAX: usize = paywarden_charts::chart::POINTS_MAX;
 /// Most instances (role and version pairs) drawn in one chart; more are listed as not drawn.
 pub const CHART_SERIES_MAX: usize = 12;
-/// Most vertical marks (step starts, rollback) drawn in one chart.
-pub const CHART_MARKS_MAX: usize = 40;
-/// Chart size in pixels.
-pub const CHART_WIDTH_PX: u32 = 1000;
-/// Chart size in pixels.
-pub const CHART_HEIGHT_PX: u32 = 330;
+/// Most vertical marks (step starts, hold, rollback) drawn in one chart.
+pub const CHART_MARKS_MAX: usize = paywarden_charts::chart::MARKS_MAX;
 /// Most allocation sites of the heap diff shown.
 pub const DIAGNOSIS_SITES_MAX: usize = 20;
-/// A latency chart switches to a logarithmic axis when its highest point is this many times
-/// its lowest (one slow second would otherwise flatten every other).
-pub const LOG_SCALE_RATIO: f64 = 20.0;
+/// The least a heap growth chart spans, bytes: allocator noise of a few KiB must not fill a
+/// chart as a leak would.
+pub const GROWTH_SPAN_MIN_BYTES: f64 = 256.0 * 1024.0;
+/// Characters of a SHA-256 shown; the whole hash is the element's title.
+pub const HASH_SHOWN_CHARS: usize = 12;
 
-/// Rows of mark labels stacked at the top of a chart before they are allowed to overlap.
-const MARK_LABEL_ROWS: i32 = 4;
-/// Height of one row of mark labels, pixels.
-const MARK_LABEL_ROW_PX: i32 = 16;
-/// Estimated width of one character of a mark label (13 px sans-serif), pixels.
-const MARK_LABEL_CHAR_PX: i32 = 8;
 const MIB: f64 = 1024.0 * 1024.0;
 const KIB: f64 = 1024.0;
 
-const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;padding:0 1.5em;color:#222;max-width:1080px;line-height:1.4}\
-h1{font-size:1.5em;margin-bottom:0.2em}h2{font-size:1.2em;margin-top:2.2em;border-bottom:1px solid #ddd;padding-bottom:0.2em}\
-h3{font-size:1.02em;margin-top:1.4em}\
-table{border-collapse:collapse;margin:0.5em 0;font-size:0.92em}\
-td,th{border:1px solid #ccc;padding:3px 9px;text-align:left;vertical-align:top}\
-th{background:#f4f4f4}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.n{white-space:nowrap}\
-code,pre{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:0.9em}\
-pre{background:#f6f6f6;padding:0.6em;overflow-x:auto;margin:0.3em 0}\
-td code{word-break:break-all}\
-.outcome{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-weight:bold}\
+/// The review's own classes, after the shared CSS.
+const STYLE: &str = ".outcome{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-weight:bold}\
 .promoted{background:#17702a}.rolled_back{background:#b00020}.in_progress{background:#a86400}.other{background:#555}\
-.pass{color:#17702a;font-weight:bold}.fail{color:#b00020;font-weight:bold}.warn{color:#a86400;font-weight:bold}.muted{color:#666}\
 .reason{font-size:1.05em;margin:0.4em 0 1em}\
 nav{font-size:0.9em;margin:0.8em 0}nav a{margin-right:0.9em}\
-.chart{margin:0.6em 0 0.2em}.chart svg{max-width:100%;height:auto;display:block}\
-ul.legend{list-style:none;padding:0;margin:0.2em 0 1em;font-size:0.9em}ul.legend li{display:inline-block;margin-right:1.3em}\
-.sw{display:inline-block;width:22px;height:4px;vertical-align:middle;margin-right:5px}\
-.sw.thin{height:2px;opacity:0.6}\
 details summary{cursor:pointer}\
 .incident{border-left:4px solid #b00020;padding-left:1em}\
 .incident h3{font-size:1.15em}.incident h4{font-size:1.05em}.incident h5,.incident h6{font-size:1em}";
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The review as one self-contained HTML document.
 pub fn render(review: &Review) -> String {
@@ -95,8 +60,9 @@ pub fn render(review: &Review) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        escape(&title)
+         <title>{}</title>\n<style>{}{STYLE}</style>\n</head>\n<body>\n",
+        escape(&title),
+        page::CSS
     );
     header(&mut out, review);
     versions(&mut out, review);
@@ -179,33 +145,25 @@ fn weight(v: f64) -> String {
     }
 }
 
-/// An axis tick: no needless decimals.
-fn tick(v: f64) -> String {
-    if !v.is_finite() {
-        return String::new();
-    }
-    let a = v.abs();
-    let s = if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    };
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
+/// `12:01:02.345 UTC (+12.1 s)`, for prose.
+fn when(review: &Review, at_ms: u64) -> String {
+    format!("{} UTC (+{:.1} s)", format_clock(at_ms), review.since_start_s(at_ms))
 }
 
-/// `12:01:02.345 (+12.1 s)`.
-fn when(review: &Review, at_ms: u64) -> String {
-    format!(
-        "{} (+{:.1} s)",
-        format_clock(at_ms),
-        review.since_start_s(at_ms)
-    )
+/// `12:01:02.345 (+12.1 s)`, for a table whose heading says UTC.
+fn clock_since(review: &Review, at_ms: u64) -> String {
+    format!("{} (+{:.1} s)", format_clock(at_ms), review.since_start_s(at_ms))
+}
+
+/// A SHA-256 on one line: its first [`HASH_SHOWN_CHARS`] characters, the whole as the title
+/// (hover, copy from the source); `not recorded` when empty.
+fn hash(h: &str) -> String {
+    if h.is_empty() {
+        return "<span class=\"muted\">not recorded</span>".to_string();
+    }
+    let shown: String = h.chars().take(HASH_SHOWN_CHARS).collect();
+    let more = if h.chars().count() > HASH_SHOWN_CHARS { "…" } else { "" };
+    format!("<code class=\"hash\" title=\"{}\">{}{more}</code>", escape(h), escape(&shown))
 }
 
 /// The class of a judge's score or a step's result, from a fixed set.
@@ -303,9 +261,9 @@ fn versions(out: &mut String, r: &Review) {
          <tr><th>baseline</th><td>{}</td><td class=\"muted\">the stable binary</td><td>{}</td><td></td></tr>\n</table>",
         escape(&r.version),
         code(&r.binary),
-        code(&r.sha256),
+        hash(&r.sha256),
         escape(&r.baseline_version),
-        code(r.baseline_sha256.as_deref().unwrap_or("")),
+        hash(r.baseline_sha256.as_deref().unwrap_or("")),
     );
 }
 
@@ -358,7 +316,7 @@ fn schema(out: &mut String, r: &Review) {
     if g.history.is_empty() && g.pending.is_empty() {
         return;
     }
-    let _ = writeln!(out, "<table>\n<tr><th>migration</th><th>kind</th><th>applied by</th><th>at (UTC)</th></tr>");
+    let _ = writeln!(out, "<table>\n<tr><th>migration</th><th>kind</th><th>applied by</th><th>applied at</th></tr>");
     for m in &g.history {
         let _ = writeln!(
             out,
@@ -390,7 +348,7 @@ fn steps(out: &mut String, r: &Review) {
     let _ = writeln!(
         out,
         "<table>\n<tr><th>step</th><th class=\"n\">canary weight</th><th class=\"n\">baseline weight</th>\
-         <th>start</th><th>end</th><th class=\"n\">duration</th><th>result</th></tr>"
+         <th>start (UTC)</th><th>end (UTC)</th><th class=\"n\">duration</th><th>result</th></tr>"
     );
     for s in &r.steps {
         let (end, duration) = match s.end_ms {
@@ -407,7 +365,7 @@ fn steps(out: &mut String, r: &Review) {
             s.step,
             weight(s.weight_pct),
             weight(s.baseline_weight_pct),
-            when(r, s.start_ms),
+            clock_since(r, s.start_ms),
             scored(&s.result),
         );
     }
@@ -439,15 +397,12 @@ fn metrics_table(out: &mut String, metrics: &[MetricView]) {
     let _ = writeln!(out, "</table>");
 }
 
+/// `Score fail: 2 of 4 metrics passed (50 %, Kayenta's score). Why.`
 fn verdict_line(v: &VerdictView) -> String {
-    let pct = if v.score_pct.is_finite() {
-        format!(" ({:.0} %)", v.score_pct)
-    } else {
-        String::new()
-    };
     format!(
-        "<p>Score {}{pct}: {}</p>",
+        "<p>Score {}: {} <span class=\"muted\">(Kayenta's score: the share of metrics that passed)</span>. {}</p>",
         scored(&v.score),
+        escape(&crate::words::score(v)),
         escape(&v.reason)
     )
 }
@@ -532,13 +487,13 @@ fn alerts(out: &mut String, r: &Review) {
     }
     let _ = writeln!(
         out,
-        "<table>\n<tr><th>at</th><th>status</th><th>alert</th><th>instance</th><th>version</th><th>severity</th><th>summary</th></tr>"
+        "<table>\n<tr><th>at (UTC)</th><th>status</th><th>alert</th><th>instance</th><th>version</th><th>severity</th><th>summary</th></tr>"
     );
     for a in &r.alerts {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            when(r, a.at_ms),
+            clock_since(r, a.at_ms),
             scored(&a.status),
             escape(&a.name),
             escape(&a.instance),
@@ -552,11 +507,18 @@ fn alerts(out: &mut String, r: &Review) {
 
 fn diagnosis(out: &mut String, r: &Review) {
     let _ = writeln!(out, "<h2 id=\"diagnosis\">Diagnosis</h2>");
+    if !r.samples.is_empty() {
+        let _ = writeln!(out, "<p>{}</p>", escape(&crate::words::heap_growth(r)));
+    }
     match &r.diagnosis {
         Some(d) => heap_diff(out, r, d),
         None => {
             let _ = writeln!(out, "<p>No heap diff of the canary was taken.</p>");
         }
+    }
+    if let Some(why) = crate::words::signals(r) {
+        let _ = writeln!(out, "<p><strong>Which signal caught it.</strong> {}</p>", escape(&why));
+        return;
     }
     match &r.leak_report {
         Some(l) => {
@@ -584,12 +546,12 @@ fn heap_diff(out: &mut String, r: &Review, d: &Diagnosis) {
     } else {
         "—".to_string()
     };
+    // The diff's own totals (a profile estimate, with the symbolizer's allocations in it) are
+    // not put in words: the instances' growth is the samples' (above), as the charts show.
     let _ = writeln!(
         out,
-        "<p>Heap diff of the canary at {}, over {window}: the canary's heap grew {}, the baseline's {}.</p>",
+        "<p>Heap diff of the canary at {}, over {window}: the allocation sites that grew, net of the baseline's growth at the same site.</p>",
         when(r, d.at_ms),
-        bytes(d.heap_growth_bytes),
-        bytes(d.baseline_heap_growth_bytes),
     );
     if let Some(err) = &d.error {
         let _ = writeln!(
@@ -696,10 +658,12 @@ fn incident(out: &mut String, r: &Review) {
 
 /// Markdown to HTML with no raw HTML passing through: HTML blocks and inline HTML become
 /// text (escaped), images become their alt text (nothing is fetched), and links keep their
-/// target only when it is `http(s)`, `mailto` or an anchor. Headings are demoted by
+/// target only when it is `http(s)`, `mailto` or an anchor. Task list items (`- [ ]`,
+/// `- [x]`) become disabled checkboxes. Headings are demoted by
 /// `heading_shift` levels (at most to `<h6>`), for Markdown shown inside a section.
 pub fn markdown_to_html(markdown: &str, heading_shift: usize) -> String {
-    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    // Task lists: `- [ ]` becomes a disabled checkbox, not literal brackets.
+    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let mut in_dropped_link = false;
     let events = Parser::new_ext(markdown, options).filter_map(|e| match e {
         Event::Html(s) | Event::InlineHtml(s) => Some(Event::Text(s)),
@@ -759,10 +723,7 @@ struct Key {
 
 impl Key {
     fn of<'s>(&self, sample: &'s Sample) -> Option<&'s InstanceSample> {
-        sample
-            .instances
-            .iter()
-            .find(|i| i.role == self.role && i.version == self.version)
+        sample.instances.iter().find(|i| i.role == self.role && i.version == self.version)
     }
     fn label(&self) -> String {
         format!("{} {}", self.role, self.version)
@@ -811,23 +772,13 @@ fn keys(samples: &[Sample]) -> Vec<Key> {
                 None => *others.next().unwrap_or(&STABLE),
             };
             used_roles.push(role.clone());
-            Key {
-                role,
-                version,
-                color,
-            }
+            Key { role, version, color }
         })
         .collect()
 }
 
-/// A vertical mark: a step start, the rollback.
-struct Mark {
-    x: f64,
-    label: String,
-    color: RGBColor,
-    strong: bool,
-}
-
+/// The marks of what happened: each step's start, and the hold and the rollback only when
+/// they happened.
 fn marks(r: &Review) -> Vec<Mark> {
     let mut marks: Vec<Mark> = r
         .steps
@@ -836,6 +787,8 @@ fn marks(r: &Review) -> Vec<Mark> {
         .map(|s| Mark {
             x: r.since_start_s(s.start_ms),
             label: format!("step {} · {}", s.step, weight(s.weight_pct)),
+            short_label: weight(s.weight_pct),
+            kind: "step start".into(),
             color: STEP_MARK,
             strong: false,
         })
@@ -844,6 +797,8 @@ fn marks(r: &Review) -> Vec<Mark> {
         marks.push(Mark {
             x: r.since_start_s(at),
             label: "held".into(),
+            short_label: "held".into(),
+            kind: "held (analysis failed, automatic rollback off)".into(),
             color: HELD_MARK,
             strong: true,
         });
@@ -852,6 +807,8 @@ fn marks(r: &Review) -> Vec<Mark> {
         marks.push(Mark {
             x: r.since_start_s(at),
             label: "rollback".into(),
+            short_label: "rollback".into(),
+            kind: "rollback".into(),
             color: ROLLBACK_MARK,
             strong: true,
         });
@@ -859,38 +816,29 @@ fn marks(r: &Review) -> Vec<Mark> {
     marks
 }
 
-/// One drawn line: runs of (seconds, value), split where values are missing.
-struct Line {
-    color: RGBColor,
-    thin: bool,
-    runs: Vec<Vec<(f64, f64)>>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Scale {
-    /// From zero up.
-    Zero,
-    /// Around the values (memory, where the growth is small beside the size).
-    Fit,
-    /// Logarithmic when the values span [`LOG_SCALE_RATIO`], else from zero.
-    LogIfWide,
-}
-
-struct ChartSpec<'a> {
-    y_desc: &'a str,
-    scale: Scale,
-    lines: Vec<Line>,
-    marks: &'a [Mark],
-    x_max: f64,
+/// The marks in words, for the line under the charts' heading: only those drawn.
+fn marks_in_words(r: &Review, marks: &[Mark]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let steps = marks.iter().filter(|m| !m.strong).count();
+    if steps > 0 {
+        parts.push(format!(
+            "grey dashed lines: the {} step start{} (labelled where there is room; the steps table lists them all)",
+            steps,
+            if steps == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(at) = r.held_ms {
+        parts.push(format!("amber line: the hold at +{:.1} s", r.since_start_s(at)));
+    }
+    if let Some(at) = r.rollback_started_ms {
+        parts.push(format!("red line: the rollback at +{:.1} s", r.since_start_s(at)));
+    }
+    parts.join("; ")
 }
 
 /// Cuts per-sample values (aligned with the samples) into at most [`CHART_POINTS_MAX`]
 /// buckets, reduced by `reduce` (None: no point, the line breaks there).
-fn bucketed<T: Copy>(
-    xs: &[f64],
-    values: &[Option<T>],
-    reduce: impl Fn(&[T]) -> Option<f64>,
-) -> Vec<Vec<(f64, f64)>> {
+fn bucketed<T: Copy>(xs: &[f64], values: &[Option<T>], reduce: impl Fn(&[T]) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
     let n = xs.len().min(values.len());
     let bucket = n.div_ceil(CHART_POINTS_MAX).max(1);
     let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
@@ -916,30 +864,13 @@ fn bucketed<T: Copy>(
 }
 
 fn peak(values: &[f64]) -> Option<f64> {
-    values
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .reduce(f64::max)
+    values.iter().copied().filter(|v| v.is_finite()).reduce(f64::max)
 }
 
 /// A per-instance value at every sample, reduced to its peak per bucket.
-fn peak_line(
-    xs: &[f64],
-    samples: &[Sample],
-    key: &Key,
-    thin: bool,
-    value: impl Fn(&InstanceSample) -> Option<f64>,
-) -> Line {
-    let values: Vec<Option<f64>> = samples
-        .iter()
-        .map(|s| key.of(s).and_then(&value).filter(|v| v.is_finite()))
-        .collect();
-    Line {
-        color: key.color,
-        thin,
-        runs: bucketed(xs, &values, peak),
-    }
+fn peak_line(xs: &[f64], samples: &[Sample], key: &Key, label: String, thin: bool, value: impl Fn(&InstanceSample) -> Option<f64>) -> Line {
+    let values: Vec<Option<f64>> = samples.iter().map(|s| key.of(s).and_then(&value).filter(|v| v.is_finite())).collect();
+    Line { label, color: key.color, thin, runs: bucketed(xs, &values, peak) }
 }
 
 /// The instance's error rate (percent) from the deltas of its cumulative counters between
@@ -952,401 +883,130 @@ fn error_rate_line(xs: &[f64], samples: &[Sample], key: &Key) -> Line {
         .map(|s| {
             let i = key.of(s)?;
             let now = (i.requests, i.errors);
-            let delta = previous.map(|(pr, pe)| {
-                if now.0 < pr || now.1 < pe {
-                    now
-                } else {
-                    (now.0 - pr, now.1 - pe)
-                }
-            });
+            let delta = previous.map(|(pr, pe)| if now.0 < pr || now.1 < pe { now } else { (now.0 - pr, now.1 - pe) });
             previous = Some(now);
             delta
         })
         .collect();
     let rate = |d: &[(u64, u64)]| {
-        let (req, err) = d.iter().fold((0u64, 0u64), |(a, b), (r, e)| {
-            (a.saturating_add(*r), b.saturating_add(*e))
-        });
-        Some(if req == 0 {
-            0.0
-        } else {
-            (err as f64 / req as f64).min(1.0) * 100.0
-        })
+        let (req, err) = d.iter().fold((0u64, 0u64), |(a, b), (r, e)| (a.saturating_add(*r), b.saturating_add(*e)));
+        Some(if req == 0 { 0.0 } else { (err as f64 / req as f64).min(1.0) * 100.0 })
     };
-    Line {
-        color: key.color,
-        thin: false,
-        runs: bucketed(xs, &deltas, rate),
+    Line { label: key.label(), color: key.color, thin: false, runs: bucketed(xs, &deltas, rate) }
+}
+
+/// The unit a growth chart is drawn in: MiB from 1 MiB of growth (or shrinkage) up, else KiB.
+fn growth_unit(samples: &[Sample], key: &Key, first: f64) -> (f64, &'static str) {
+    let widest = samples
+        .iter()
+        .filter_map(|s| key.of(s)?.heap_allocated_bytes)
+        .filter(|b| b.is_finite())
+        .map(|b| (b - first).abs())
+        .fold(0.0, f64::max);
+    if widest >= MIB { (MIB, "MiB") } else { (KIB, "KiB") }
+}
+
+/// One small chart per instance: its heap's growth since its first sample of the deployment,
+/// each on its own scale, captioned with the judged window's growth (the figure the
+/// diagnosis states).
+fn growth_charts(out: &mut String, r: &Review, drawn: &[Key], xs: &[f64], marks: &[Mark], x_max: f64) {
+    let growth = r.heap_growth();
+    out.push_str("<div class=\"multiples\">\n");
+    for k in drawn {
+        let first = r.samples.iter().filter_map(|s| k.of(s)?.heap_allocated_bytes).find(|b| b.is_finite());
+        let swatch = format!("<span class=\"sw\" style=\"background:{}\"></span>", page::css_color(k.color));
+        let Some(first) = first else {
+            let _ = writeln!(out, "<figure class=\"chart\"><figcaption>{swatch}{}: no heap sample</figcaption></figure>", escape(&k.label()));
+            continue;
+        };
+        let (unit, unit_name) = growth_unit(&r.samples, k, first);
+        let line = peak_line(xs, &r.samples, k, k.label(), false, |i| Some((i.heap_allocated_bytes? - first) / unit));
+        let figure = growth
+            .iter()
+            .find(|g| g.role == k.role && g.version == k.version && g.samples >= 2)
+            .map(|g| {
+                let d = g.growth_bytes();
+                format!("{}{} over the judged window", if d < 0.0 { "−" } else { "+" }, format_bytes(d.abs()))
+            })
+            .unwrap_or_else(|| "too few samples for a growth".to_string());
+        let y_desc = format!("{unit_name} grown");
+        let chart = Chart {
+            x_desc: "seconds since the start",
+            y_desc: &y_desc,
+            scale: Scale::Growth { span_min: GROWTH_SPAN_MIN_BYTES / unit },
+            size: Size::Small,
+            x_max,
+            lines: vec![line],
+            marks,
+        };
+        out.push_str(&page::figure_bare(&chart, &format!("{swatch}{}: {}", escape(&k.label()), escape(&figure))));
     }
+    out.push_str("</div>\n");
+    let _ = writeln!(out, "{}", page::legend(&[], marks));
 }
 
 fn charts(out: &mut String, r: &Review) {
     let _ = writeln!(out, "<h2 id=\"charts\">Charts</h2>");
     if r.samples.is_empty() {
-        let _ = writeln!(
-            out,
-            "<p>No samples were recorded for this deployment, so there are no charts.</p>"
-        );
+        let _ = writeln!(out, "<p>No samples were recorded for this deployment, so there are no charts.</p>");
         return;
     }
     let all = keys(&r.samples);
     let drawn = &all[..all.len().min(CHART_SERIES_MAX)];
-    let xs: Vec<f64> = r
-        .samples
-        .iter()
-        .map(|s| r.since_start_s(s.unix_ms))
-        .collect();
+    let xs: Vec<f64> = r.samples.iter().map(|s| r.since_start_s(s.unix_ms)).collect();
     let marks = marks(r);
-    let x_max = xs
-        .iter()
-        .chain(marks.iter().map(|m| &m.x))
-        .copied()
-        .filter(|x| x.is_finite())
-        .fold(0.0, f64::max);
+    let x_max = xs.iter().chain(marks.iter().map(|m| &m.x)).copied().filter(|x| x.is_finite()).fold(0.0, f64::max);
+    let marks_words = marks_in_words(r, &marks);
     let _ = writeln!(
         out,
-        "<p class=\"muted\">x axis: seconds since the deployment started; grey dashed lines: step starts; red line: rollback. \
-         {} samples{}.</p>",
+        "<p class=\"muted\">x axis: seconds since the deployment started{}. {} samples{}.</p>",
+        if marks_words.is_empty() { String::new() } else { format!("; {marks_words}") },
         r.samples.len(),
         if r.samples.len() > CHART_POINTS_MAX {
-            format!(
-                ", drawn as at most {CHART_POINTS_MAX} points per line (each the peak of its bucket)"
-            )
+            format!(", drawn as at most {CHART_POINTS_MAX} points per line (each the peak of its bucket)")
         } else {
             String::new()
         },
     );
     if all.len() > drawn.len() {
-        let _ = writeln!(
-            out,
-            "<p class=\"muted\">{} more instances are not drawn.</p>",
-            all.len() - drawn.len()
-        );
+        let _ = writeln!(out, "<p class=\"muted\">{} more instances are not drawn.</p>", all.len() - drawn.len());
     }
-    let spec = |y_desc, scale, lines| ChartSpec {
+    let chart = |y_desc: &'static str, scale: Scale, lines: Vec<Line>| Chart {
+        x_desc: "seconds since the deployment started",
         y_desc,
         scale,
+        size: Size::Full,
+        x_max,
         lines,
         marks: &marks,
-        x_max,
     };
 
     let _ = writeln!(out, "<h3>Heap allocated per instance</h3>");
-    let heap = drawn
-        .iter()
-        .map(|k| {
-            peak_line(&xs, &r.samples, k, false, |i| {
-                i.heap_allocated_bytes.map(|b| b / MIB)
-            })
-        })
-        .collect();
-    push_chart(out, draw(&spec("MiB", Scale::Fit, heap)));
-    legend(out, drawn, false);
+    let heap = drawn.iter().map(|k| peak_line(&xs, &r.samples, k, k.label(), false, |i| i.heap_allocated_bytes.map(|b| b / MIB))).collect();
+    out.push_str(&page::figure(&chart("MiB", Scale::Fit, heap), None));
 
     let _ = writeln!(
         out,
-        "<h3>Heap growth per instance, since its first sample</h3>"
+        "<h3>Heap growth per instance, since the deployment started</h3>\n\
+         <p class=\"muted\">Each on its own scale (at least {} tall, so allocator noise does not look like growth): read the axis and the caption, not the slope alone.</p>",
+        format_bytes(GROWTH_SPAN_MIN_BYTES)
     );
-    let growth = drawn
-        .iter()
-        .map(|k| {
-            let first = r
-                .samples
-                .iter()
-                .filter_map(|s| k.of(s)?.heap_allocated_bytes)
-                .find(|b| b.is_finite());
-            peak_line(&xs, &r.samples, k, false, |i| {
-                Some((i.heap_allocated_bytes? - first?) / KIB)
-            })
-        })
-        .collect();
-    push_chart(out, draw(&spec("KiB", Scale::Fit, growth)));
-    legend(out, drawn, false);
+    growth_charts(out, r, drawn, &xs, &marks, x_max);
 
     let _ = writeln!(out, "<h3>Resident memory (RSS) per instance</h3>");
-    let rss = drawn
-        .iter()
-        .map(|k| {
-            peak_line(&xs, &r.samples, k, false, |i| {
-                i.resident_bytes.map(|b| b / MIB)
-            })
-        })
-        .collect();
-    push_chart(out, draw(&spec("MiB", Scale::Fit, rss)));
-    legend(out, drawn, false);
+    let rss = drawn.iter().map(|k| peak_line(&xs, &r.samples, k, k.label(), false, |i| i.resident_bytes.map(|b| b / MIB))).collect();
+    out.push_str(&page::figure(&chart("MiB", Scale::Fit, rss), None));
 
     let _ = writeln!(out, "<h3>Latency per instance and second</h3>");
-    let mut latency: Vec<Line> = drawn
-        .iter()
-        .map(|k| peak_line(&xs, &r.samples, k, false, |i| i.latency_p99_ms))
-        .collect();
-    latency.extend(
-        drawn
-            .iter()
-            .map(|k| peak_line(&xs, &r.samples, k, true, |i| i.latency_p50_ms)),
-    );
-    push_chart(out, draw(&spec("milliseconds", Scale::LogIfWide, latency)));
-    legend(out, drawn, true);
+    let mut latency: Vec<Line> = drawn.iter().map(|k| peak_line(&xs, &r.samples, k, format!("{} p99", k.label()), false, |i| i.latency_p99_ms)).collect();
+    latency.extend(drawn.iter().map(|k| peak_line(&xs, &r.samples, k, format!("{} p50", k.label()), true, |i| i.latency_p50_ms)));
+    out.push_str(&page::figure(&chart("milliseconds", Scale::LogIfWide, latency), None));
 
     let _ = writeln!(out, "<h3>Error rate per instance and second</h3>");
-    let errors: Vec<Line> = drawn
-        .iter()
-        .map(|k| error_rate_line(&xs, &r.samples, k))
-        .collect();
-    let none = errors
-        .iter()
-        .flat_map(|l| l.runs.iter().flatten())
-        .all(|(_, y)| *y == 0.0);
-    push_chart(out, draw(&spec("% of requests", Scale::Zero, errors)));
-    legend(out, drawn, false);
+    let errors: Vec<Line> = drawn.iter().map(|k| error_rate_line(&xs, &r.samples, k)).collect();
+    let none = errors.iter().flat_map(|l| l.runs.iter().flatten()).all(|(_, y)| *y == 0.0);
+    out.push_str(&page::figure(&chart("% of requests", Scale::Zero, errors), None));
     if none {
-        let _ = writeln!(
-            out,
-            "<p>No instance answered with an error in any sampled second.</p>"
-        );
+        let _ = writeln!(out, "<p>No instance answered with an error in any sampled second.</p>");
     }
-}
-
-fn css_color(c: RGBColor) -> String {
-    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
-}
-
-fn legend(out: &mut String, keys: &[Key], p50: bool) {
-    out.push_str("<ul class=\"legend\">");
-    for k in keys {
-        let color = css_color(k.color);
-        let _ = write!(
-            out,
-            "<li><span class=\"sw\" style=\"background:{color}\"></span>{}",
-            escape(&k.label())
-        );
-        if p50 {
-            let _ = write!(
-                out,
-                " p99 <span class=\"sw thin\" style=\"background:{color}\"></span>p50"
-            );
-        }
-        out.push_str("</li>");
-    }
-    out.push_str("</ul>\n");
-}
-
-fn push_chart(out: &mut String, chart: Result<String, String>) {
-    match chart {
-        // Inline SVG in HTML needs no namespace; dropping it keeps the file free of URLs.
-        Ok(svg) => {
-            let svg = svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "");
-            let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
-        }
-        Err(e) => {
-            let _ = writeln!(out, "<p>chart unavailable: {}</p>", escape(&e));
-        }
-    }
-}
-
-/// The y range for `scale` and whether it is logarithmic; room is left at the top for the
-/// mark labels.
-fn y_range(spec: &ChartSpec<'_>) -> (Range<f64>, bool) {
-    let ys: Vec<f64> = spec
-        .lines
-        .iter()
-        .flat_map(|l| l.runs.iter().flatten())
-        .map(|(_, y)| *y)
-        .filter(|y| y.is_finite())
-        .collect();
-    let headroom = if spec.marks.is_empty() {
-        0.08
-    } else {
-        0.08 + 0.07 * MARK_LABEL_ROWS as f64
-    };
-    let (Some(lo), Some(hi)) = (
-        ys.iter().copied().reduce(f64::min),
-        ys.iter().copied().reduce(f64::max),
-    ) else {
-        return (0.0..1.0, false);
-    };
-    let floor = lo.min(0.0);
-    let (range, log) = match spec.scale {
-        Scale::LogIfWide => {
-            let lo_pos = ys.iter().copied().filter(|y| *y > 0.0).reduce(f64::min);
-            if let Some(lo_pos) = lo_pos.filter(|l| hi / l >= LOG_SCALE_RATIO) {
-                // Down to a power of ten, so the axis has its ticks.
-                let bottom = 10f64.powf(lo_pos.log10().floor());
-                let top = hi * (hi / bottom).powf(headroom);
-                if bottom > 0.0 && top.is_finite() && top > bottom {
-                    return (bottom..top, true);
-                }
-            }
-            (floor..(hi * (1.0 + headroom)).max(1.0), false)
-        }
-        Scale::Zero => (floor..(hi * (1.0 + headroom)).max(1.0), false),
-        Scale::Fit => {
-            let span = (hi - lo).max(hi.abs() * 0.001).max(0.01);
-            let bottom = lo - span * 0.08;
-            (bottom..hi + span * headroom, false)
-        }
-    };
-    // Values near the limits of f64 can overflow the headroom.
-    if range.start.is_finite() && range.end.is_finite() && range.end > range.start {
-        (range, log)
-    } else {
-        (0.0..1.0, false)
-    }
-}
-
-/// Draws a chart as an SVG string.
-fn draw(spec: &ChartSpec<'_>) -> Result<String, String> {
-    let x_range = 0.0..(spec.x_max * 1.02).max(1.0);
-    let (y, log) = y_range(spec);
-    let mut svg = String::new();
-    {
-        let e = |err: &dyn std::fmt::Display| format!("drawing failed: {err}");
-        let root = SVGBackend::with_string(&mut svg, (CHART_WIDTH_PX, CHART_HEIGHT_PX))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut builder = ChartBuilder::on(&root);
-        builder
-            .margin(10)
-            .margin_right(24)
-            .x_label_area_size(38)
-            .y_label_area_size(64);
-        let y_desc = if log {
-            format!("{} (log scale)", spec.y_desc)
-        } else {
-            spec.y_desc.to_string()
-        };
-        if log {
-            let mut chart = builder
-                .build_cartesian_2d(x_range, y.clone().log_scale())
-                .map_err(|x| e(&x))?;
-            paint(&mut chart, spec, &y_desc, y)?;
-        } else {
-            let mut chart = builder
-                .build_cartesian_2d(x_range, y.clone())
-                .map_err(|x| e(&x))?;
-            paint(&mut chart, spec, &y_desc, y)?;
-        }
-        root.present().map_err(|x| e(&x))?;
-    }
-    Ok(svg)
-}
-
-fn paint<'a, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
-    spec: &ChartSpec<'_>,
-    y_desc: &str,
-    y: Range<f64>,
-) -> Result<(), String>
-where
-    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
-{
-    let e = |err: &dyn std::fmt::Display| format!("drawing failed: {err}");
-    chart
-        .configure_mesh()
-        .light_line_style(RGBColor(246, 246, 246))
-        .bold_line_style(RGBColor(215, 215, 215))
-        .x_desc("seconds since the deployment started")
-        .y_desc(y_desc)
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 13))
-        .draw()
-        .map_err(|x| e(&x))?;
-    // Within the axis, always: a log axis has no zero, and a range that fell back to 0..1
-    // must not send a line across the page.
-    let inside = |&(x, v): &(f64, f64)| (x, v.max(y.start).min(y.end));
-    // Thin lines (p50) first, so the p99 lines stay on top.
-    for line in spec
-        .lines
-        .iter()
-        .filter(|l| l.thin)
-        .chain(spec.lines.iter().filter(|l| !l.thin))
-    {
-        let style = if line.thin {
-            line.color.mix(0.55).stroke_width(1)
-        } else {
-            line.color.stroke_width(2)
-        };
-        for run in &line.runs {
-            if run.len() == 1 {
-                chart
-                    .draw_series(
-                        run.iter()
-                            .map(|p| Circle::new(inside(p), 2, style.filled())),
-                    )
-                    .map_err(|x| e(&x))?;
-            } else {
-                chart
-                    .draw_series(LineSeries::new(run.iter().map(inside), style))
-                    .map_err(|x| e(&x))?;
-            }
-        }
-    }
-    // Marks, with labels stacked in rows at the top so close ones do not overlap.
-    let (plot_x, _) = chart.plotting_area().get_pixel_range();
-    let mut row_ends: Vec<i32> = vec![i32::MIN; MARK_LABEL_ROWS as usize];
-    for m in spec
-        .marks
-        .iter()
-        .filter(|m| m.x.is_finite())
-        .take(CHART_MARKS_MAX)
-    {
-        let style = if m.strong {
-            m.color.stroke_width(2)
-        } else {
-            m.color.mix(0.7).stroke_width(1)
-        };
-        if m.strong {
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(m.x, y.start), (m.x, y.end)],
-                    style,
-                )))
-                .map_err(|x| e(&x))?;
-        } else {
-            chart
-                .draw_series(std::iter::once(DashedPathElement::new(
-                    vec![(m.x, y.start), (m.x, y.end)],
-                    5,
-                    4,
-                    style,
-                )))
-                .map_err(|x| e(&x))?;
-        }
-        let px = chart.backend_coord(&(m.x, y.end)).0;
-        let width = m.label.chars().count() as i32 * MARK_LABEL_CHAR_PX;
-        // Right of the line, or left of it near the right edge.
-        let dx = if px + 4 + width > plot_x.end {
-            -4 - width
-        } else {
-            4
-        };
-        let (left, right) = (px + dx, px + dx + width);
-        let row = row_ends
-            .iter()
-            .position(|end| *end + 6 < left)
-            .unwrap_or_else(|| {
-                // Every row is taken there: the row that ends first.
-                row_ends
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, end)| **end)
-                    .map_or(0, |(i, _)| i)
-            });
-        if let Some(end) = row_ends.get_mut(row) {
-            *end = right;
-        }
-        let font = ("sans-serif", 13).into_font().color(&m.color);
-        let label = EmptyElement::at((m.x, y.end))
-            + Text::new(
-                m.label.clone(),
-                (dx, 3 + row as i32 * MARK_LABEL_ROW_PX),
-                font,
-            );
-        chart
-            .draw_series(std::iter::once(label))
-            .map_err(|x| e(&x))?;
-    }
-    Ok(())
 }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{format_bytes, format_clock, format_time, Review};
+use crate::model::{format_bytes, format_clock, format_date, format_time, Review};
 
 /// Stack frames of the leak site shown in the report.
 pub const STACK_FRAMES_SHOWN: usize = 4;
@@ -53,12 +53,12 @@ pub fn render(review: &Review) -> String {
                 secs(end.saturating_sub(first_traffic) as f64 / 1000.0),
                 format_clock(first_traffic),
                 format_clock(end),
-                format_time(first_traffic).get(..10).unwrap_or(""),
+                format_date(first_traffic),
                 review.rollback_completed_ms.or(review.ended_ms).map(format_clock).unwrap_or_else(|| "(not yet)".into())
             );
         }
         None => {
-            let _ = writeln!(o, "**Duration:** ongoing: release {} still serves traffic (started {} UTC).\n", review.version, format_time(first_traffic));
+            let _ = writeln!(o, "**Duration:** ongoing: release {} still serves traffic (started {}).\n", review.version, format_time(first_traffic));
         }
     }
     let _ = writeln!(
@@ -111,8 +111,17 @@ pub fn render(review: &Review) -> String {
             }
             let _ = writeln!(o);
         }
-    if let Some(l) = &review.leak_report {
-        let _ = writeln!(o, "memguard's verdict on the canary at rollback: **{}**{}.\n", l.state, l.summary.as_ref().map(|s| format!(" ({s})")).unwrap_or_default());
+    if memory_cause(review) && !review.samples.is_empty() {
+        let _ = writeln!(o, "{}\n", crate::words::heap_growth(review));
+    }
+    match (crate::words::signals(review), &review.leak_report) {
+        (Some(why), _) => {
+            let _ = writeln!(o, "**Which signal caught it.** {why}\n");
+        }
+        (None, Some(l)) => {
+            let _ = writeln!(o, "memguard's verdict on the canary at rollback: **{}**{}.\n", l.state, l.summary.as_ref().map(|s| format!(" ({s})")).unwrap_or_default());
+        }
+        (None, None) => {}
     }
     let _ = writeln!(o, "**[team]** Why did this code keep memory (or fail), and why did review and tests not catch it?\n");
     let _ = writeln!(o, "### Resolution\n");

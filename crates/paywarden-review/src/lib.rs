@@ -11,6 +11,8 @@
 //! - [`incident`]: a postmortem draft in the shape of the 2024-08-12 incident report, when a
 //!   deployment was rolled back or an alert fired.
 //! - [`scorecard`]: a drill's scores beside the 2024 incident's figures.
+//! - [`words`]: the sentences all three renderings share (heap growth from the samples, the
+//!   verdict's score, which signal caught a leak and why the other did not).
 //!
 //! This crate reads the rollout's files; it does not know the controller, the proxy, or any
 //! network.
@@ -20,6 +22,7 @@ pub mod incident;
 pub mod markdown;
 pub mod model;
 pub mod scorecard;
+pub mod words;
 
 use std::path::{Path, PathBuf};
 

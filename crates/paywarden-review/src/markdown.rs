@@ -30,7 +30,7 @@ pub fn render(r: &Review) -> String {
     );
     let _ = writeln!(
         o,
-        "Started {} UTC{}.\n",
+        "Started {}{}.\n",
         format_time(r.started_ms),
         r.ended_ms.map(|e| format!(", ended after {:.1} s", r.since_start_s(e))).unwrap_or_default()
     );
@@ -76,7 +76,7 @@ pub fn render(r: &Review) -> String {
     let _ = writeln!(o, "\n## Verdict per metric\n");
     match &r.verdict {
         Some(v) => {
-            let _ = writeln!(o, "Last verdict: **{}** ({:.0} % of metrics passed): {}\n", v.score, v.score_pct, cell(&v.reason));
+            let _ = writeln!(o, "Last verdict: **{}**, {}: {}\n", v.score, crate::words::score(v), cell(&v.reason));
             let _ = writeln!(o, "| metric | critical | score | canary | baseline | figures |\n|---|---|---|---|---|---|");
             for m in &v.metrics {
                 let _ = writeln!(
@@ -188,6 +188,9 @@ pub fn render(r: &Review) -> String {
     }
 
     let _ = writeln!(o, "\n## Diagnosis\n");
+    if !r.samples.is_empty() {
+        let _ = writeln!(o, "{}\n", cell(&crate::words::heap_growth(r)));
+    }
     match &r.diagnosis {
         None => {
             let _ = writeln!(o, "No heap diff was taken (the canary was not rolled back or held).");
@@ -214,8 +217,14 @@ pub fn render(r: &Review) -> String {
             }
         }
     }
-    if let Some(l) = &r.leak_report {
-        let _ = writeln!(o, "\nmemguard on the canary: {}{}", l.state, l.summary.as_deref().map(|s| format!(" ({})", cell(s))).unwrap_or_default());
+    match (crate::words::signals(r), &r.leak_report) {
+        (Some(why), _) => {
+            let _ = writeln!(o, "\n{}", cell(&why));
+        }
+        (None, Some(l)) => {
+            let _ = writeln!(o, "\nmemguard on the canary: {}{}", l.state, l.summary.as_deref().map(|s| format!(" ({})", cell(s))).unwrap_or_default());
+        }
+        (None, None) => {}
     }
 
     let _ = writeln!(o, "\n## Timeline (UTC)\n");
@@ -241,7 +250,7 @@ fn schema(o: &mut String, r: &Review) {
         }
     }
     if !g.history.is_empty() {
-        let _ = writeln!(o, "| migration | kind | applied by | at (UTC) |\n|---|---|---|---|");
+        let _ = writeln!(o, "| migration | kind | applied by | applied at |\n|---|---|---|---|");
         for m in &g.history {
             let _ = writeln!(
                 o,

@@ -91,6 +91,10 @@ pub struct SiteView {
 pub struct Diagnosis {
     pub at_ms: u64,
     pub window_s: f64,
+    /// The heap profiles' estimate of each side's growth between the reference profile and
+    /// the diff, including what the symbolizer itself allocated on the way: kept as recorded,
+    /// never put in words. How much an instance's heap grew is what its samples say
+    /// ([`Review::heap_growth`]), as the charts show.
     pub heap_growth_bytes: Option<f64>,
     pub baseline_heap_growth_bytes: Option<f64>,
     pub sites: Vec<SiteView>,
@@ -104,6 +108,34 @@ pub struct LeakView {
     pub at_ms: u64,
     pub state: String,
     pub summary: Option<String>,
+    /// Samples the canary's detector held.
+    pub samples: Option<u64>,
+    /// Why the detector said what it said, in its words (`warming up: 13 of 30 samples`): the
+    /// summary's part after its dash.
+    pub reason: Option<String>,
+}
+
+/// One instance's heap over the judged window, from the deployment's samples: its first and
+/// last sample with a heap figure. What the charts show and the sentences say.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HeapGrowth {
+    pub role: String,
+    pub version: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub first_bytes: f64,
+    pub last_bytes: f64,
+    /// Samples with a heap figure in the window.
+    pub samples: usize,
+    /// Requests the instance served by its last sample in the window (cumulative).
+    pub requests: u64,
+}
+
+impl HeapGrowth {
+    /// Last minus first, bytes (negative when the heap shrank).
+    pub fn growth_bytes(&self) -> f64 {
+        self.last_bytes - self.first_bytes
+    }
 }
 
 /// One line of the timeline.
@@ -168,6 +200,8 @@ pub struct Review {
     pub plan_steps: Vec<(f64, String)>,
     pub step_timeout: String,
     pub auto_rollback: bool,
+    /// The plan's judge threshold: extra heap per request that fails the canary, bytes.
+    pub heap_growth_fail_bytes: Option<f64>,
     /// `promoted`, `rolled_back` or `in_progress`.
     pub outcome: String,
     pub reason: Option<String>,
@@ -255,7 +289,8 @@ fn diagnosis_view(e: &Value) -> Diagnosis {
     }
 }
 
-fn pct(x: f64) -> String {
+/// A traffic weight without needless decimals: `1`, `0.5`.
+pub fn format_weight(x: f64) -> String {
     if x == x.trunc() { format!("{x:.0}") } else { format!("{x}") }
 }
 
@@ -362,7 +397,7 @@ impl Review {
                         end_ms: None,
                         result: "running".into(),
                     });
-                    format!("step {}: canary at {} % of traffic (baseline {} %)", u(e, "step"), pct(f(e, "weight_pct").unwrap_or(0.0)), pct(f(e, "baseline_weight_pct").unwrap_or(0.0)))
+                    format!("step {}: canary at {} % of traffic (baseline {} %)", u(e, "step"), format_weight(f(e, "weight_pct").unwrap_or(0.0)), format_weight(f(e, "baseline_weight_pct").unwrap_or(0.0)))
                 }
                 "verdict" => {
                     let v = verdict_view(&e["verdict"]);
@@ -414,7 +449,8 @@ impl Review {
                     let r = &e["report"];
                     let state = s(r, "state");
                     let summary = r["assessment"]["summary"].as_str().map(String::from);
-                    leak_report = Some(LeakView { at_ms: at, state: state.clone(), summary: summary.clone() });
+                    let reason = summary.as_deref().and_then(|x| x.split_once(" \u{2014} ")).map(|(_, why)| why.trim().to_string()).filter(|x| !x.is_empty());
+                    leak_report = Some(LeakView { at_ms: at, state: state.clone(), summary: summary.clone(), samples: r.get("samples").and_then(Value::as_u64), reason });
                     format!("canary's memguard verdict: {state}{}", summary.map(|x| format!(" ({x})")).unwrap_or_default())
                 }
                 "alert" => {
@@ -467,6 +503,7 @@ impl Review {
                 .map(|x| (f(x, "weight_pct").unwrap_or(0.0), s(x, "bake")))
                 .collect(),
             step_timeout: s(&plan, "step_timeout"),
+            heap_growth_fail_bytes: plan.get("judge").and_then(|j| f(j, "heap_growth_fail")),
             auto_rollback: plan.get("auto_rollback").and_then(Value::as_bool).unwrap_or(true),
             outcome: s(record, "outcome"),
             reason: record.get("reason").and_then(Value::as_str).map(String::from),
@@ -507,6 +544,50 @@ impl Review {
     pub fn since_start_s(&self, at_ms: u64) -> f64 {
         at_ms.saturating_sub(self.started_ms) as f64 / 1000.0
     }
+
+    /// When the judge stopped judging: the rollback's start, the hold, the last step's end,
+    /// or the deployment's end; None while it still runs.
+    pub fn judged_until_ms(&self) -> Option<u64> {
+        self.rollback_started_ms.or(self.held_ms).or_else(|| self.steps.last().and_then(|s| s.end_ms)).or(self.ended_ms)
+    }
+
+    /// Each instance's heap over the judged window (the deployment's samples up to
+    /// [`Review::judged_until_ms`]), in the order the samples name them; an instance without
+    /// a heap figure in the window is absent.
+    pub fn heap_growth(&self) -> Vec<HeapGrowth> {
+        let until = self.judged_until_ms().unwrap_or(u64::MAX);
+        let window: Vec<&Sample> = self.samples.iter().filter(|x| x.unix_ms <= until).collect();
+        let mut out: Vec<HeapGrowth> = Vec::new();
+        for smp in &window {
+            for i in &smp.instances {
+                let Some(h) = i.heap_allocated_bytes.filter(|h| h.is_finite()) else { continue };
+                match out.iter_mut().find(|g| g.role == i.role && g.version == i.version) {
+                    Some(g) => {
+                        g.last_ms = smp.unix_ms;
+                        g.last_bytes = h;
+                        g.samples += 1;
+                        g.requests = i.requests;
+                    }
+                    None => out.push(HeapGrowth {
+                        role: i.role.clone(),
+                        version: i.version.clone(),
+                        first_ms: smp.unix_ms,
+                        last_ms: smp.unix_ms,
+                        first_bytes: h,
+                        last_bytes: h,
+                        samples: 1,
+                        requests: i.requests,
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Review::heap_growth`] of the first instance in `role`.
+    pub fn heap_growth_of(&self, role: &str) -> Option<HeapGrowth> {
+        self.heap_growth().into_iter().find(|g| g.role == role)
+    }
 }
 
 /// `1.5 MiB`, `512 KiB`, `900 B`.
@@ -523,14 +604,22 @@ pub fn format_bytes(b: f64) -> String {
     }
 }
 
-/// `2026-11-24 11:41:44 UTC`, from Unix milliseconds.
+/// `2026-11-24 11:41:44 UTC`, from Unix milliseconds: it names its zone, so nothing around
+/// it should.
 pub fn format_time(unix_ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
     let s = humantime::format_rfc3339_seconds(t).to_string();
     s.replace('T', " ").replace('Z', " UTC")
 }
 
-/// `HH:MM:SS.mmm` (UTC), for timelines.
+/// `2026-11-24` (UTC), from Unix milliseconds.
+pub fn format_date(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    s.get(..10).unwrap_or(&s).to_string()
+}
+
+/// `HH:MM:SS.mmm` (UTC, not said: tables say it in their heading), for timelines.
 pub fn format_clock(unix_ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
     let s = humantime::format_rfc3339_millis(t).to_string();

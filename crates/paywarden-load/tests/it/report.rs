@@ -131,3 +131,47 @@ fn long_runs_make_small_reports() {
     assert!(page.len() < 2_000_000, "{} bytes", page.len());
     assert_eq!(page.matches("<svg").count(), 3);
 }
+
+#[test]
+fn every_heading_appears_once() {
+    let page = html(&summary("payments", true));
+    let headings: Vec<&str> = page.split("<h2>").skip(1).filter_map(|h| h.split("</h2>").next()).collect();
+    let mut unique = headings.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), headings.len(), "{headings:?}");
+    assert_eq!(page.matches("Target memory").count(), 1);
+    // The memory figures and the memory chart are one section.
+    let memory = page.split("<h2>Target memory</h2>").nth(1).unwrap();
+    assert!(memory.contains("heap at start") && memory.contains("<svg"));
+}
+
+#[test]
+fn charts_share_the_reviews_style() {
+    let page = html(&summary("payments", true));
+    assert!(page.contains(paywarden_charts::page::CSS), "the shared CSS");
+    // Legends are HTML below each chart, never drawn over the plot.
+    assert_eq!(page.matches("<ul class=\"legend\">").count(), 3);
+    for label in ["requests/s", "errors/s", "p50", "p99", "RSS", "heap"] {
+        assert!(page.contains(&format!("</span>{label}</li>")), "{label} in a legend");
+        assert!(!page.contains(&format!(">\n{label}\n</text>")), "{label} drawn in a chart");
+    }
+    let ticks: Vec<&str> = page.split("</text>").filter_map(|t| t.rsplit(">\n").next()).map(str::trim).collect();
+    assert!(ticks.iter().any(|t| *t == "0"), "tick labels found: {ticks:?}");
+    assert_eq!(paywarden_charts::ticks::spurious_decimals(&page), Vec::<Vec<String>>::new(), "a decimal no tick needs");
+    let sizes: Vec<f64> = page.split("font-size=\"").skip(1).filter_map(|s| s.split('"').next()?.parse().ok()).collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|s| *s >= 13.0), "chart text at 13 px or more: {sizes:?}");
+}
+
+#[test]
+fn headless_chromium_shows_the_report_readably_at_1400_and_800_px() {
+    let out = paywarden_charts::browser::output_dir(env!("CARGO_TARGET_TMPDIR"), "paywarden-load");
+    let report = out.join("report.html");
+    std::fs::write(&report, html(&summary("payments", true))).unwrap();
+    let rendered = paywarden_charts::browser::render(&report, &out, "report", &[1400, 800]);
+    let problems = rendered.problems(3);
+    assert!(problems.is_empty(), "{problems:#?}");
+    for shot in &rendered.shots {
+        println!("screenshot: {}", shot.png.display());
+    }
+}

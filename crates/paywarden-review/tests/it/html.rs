@@ -1,19 +1,39 @@
 //! The HTML review of the recorded 2026-11-24 deployment (a leaking canary rolled back at the
-//! 1 % step): what it shows, that recorded strings cannot inject markup, that odd or missing
-//! samples do not break it, and that headless Chromium renders it without a console message.
+//! 1 % step) and of a promoted one: what it shows, that recorded strings cannot inject markup,
+//! that odd or missing samples do not break it, and how headless Chromium shows it at 1,400
+//! and 800 px (screenshots kept in `target/test-output/paywarden-review/`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use paywarden_review::Review;
 use paywarden_review::html::{CHART_POINTS_MAX, markdown_to_html, render};
 use paywarden_review::model::instance_stats;
 
 const ID: &str = "dep_17955233586369dycksm93a";
+const GOOD: &str = "dep_17955233789820j2ijreycz";
+/// Heap, RSS, latency and error rate, and one heap growth chart per instance.
+const CHARTS_BESIDE_GROWTH: usize = 4;
 
 fn fixture() -> Review {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aug12");
     Review::load(&dir, ID).expect("the fixture loads")
+}
+
+fn good() -> Review {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+    Review::load(&dir, GOOD).expect("the fixture loads")
+}
+
+/// The charts a review of these instances draws.
+fn charts(r: &Review) -> usize {
+    CHARTS_BESIDE_GROWTH + r.instances.len()
+}
+
+/// The charts section of a review.
+fn charts_section(html: &str) -> &str {
+    let start = html.find("<h2 id=\"charts\">").expect("a charts section");
+    let end = html[start..].find("<h2 id=\"per-version\">").map_or(html.len(), |e| start + e);
+    &html[start..end]
 }
 
 /// Every `<svg` has its `</svg>`, in order.
@@ -56,10 +76,12 @@ fn the_rolled_back_canary_review_shows_versions_hashes_charts_and_the_leak_site(
             && html.contains("stable v0.1.0"),
         "instance labels"
     );
-    assert!(
-        html.contains(&review.sha256) && html.contains(review.baseline_sha256.as_deref().unwrap()),
-        "sha256 of both"
-    );
+    for sha in [review.sha256.as_str(), review.baseline_sha256.as_deref().unwrap()] {
+        assert!(
+            html.contains(&format!("<code class=\"hash\" title=\"{sha}\">{}…</code>", &sha[..12])),
+            "each sha256 on one line, the whole in its title: {sha}"
+        );
+    }
     assert!(html.contains("--fault leak=16384"), "args");
     // Plan, steps and verdicts.
     assert!(html.contains("1m 30s"), "step timeout");
@@ -74,8 +96,8 @@ fn the_rolled_back_canary_review_shows_versions_hashes_charts_and_the_leak_site(
         "leak site"
     );
     assert!(html.contains("<details><summary>stack"), "its stack");
-    // Charts: memory (heap, growth, RSS), latency and error rate, with the marks.
-    assert_eq!(svgs_closed(&html), 5, "five charts");
+    // Charts: memory (heap, growth per instance, RSS), latency and error rate, with the marks.
+    assert_eq!(svgs_closed(&html), charts(&review), "seven charts");
     assert!(
         html.contains(">\nstep 1 · 1 %\n</text>") && html.contains(">\nrollback\n</text>"),
         "step and rollback marks"
@@ -121,7 +143,7 @@ fn strings_from_the_recorded_data_are_escaped() {
     );
     assert!(!html.contains("<b>"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert_eq!(svgs_closed(&html), 5);
+    assert_eq!(svgs_closed(&html), charts(&review));
 }
 
 #[test]
@@ -211,7 +233,7 @@ fn odd_and_long_sample_series_render_bounded() {
     review.first_failure = None;
     review.diagnosis = None;
     let html = render(&review);
-    assert_eq!(svgs_closed(&html), 5);
+    assert_eq!(svgs_closed(&html), charts(&review));
     assert!(!html.contains("NaN"), "no non-number drawn or printed");
     let longest = html
         .split("points=\"")
@@ -235,89 +257,138 @@ fn odd_and_long_sample_series_render_bounded() {
     empty.instances = instance_stats(&empty.samples);
     let html = render(&empty);
     assert!(html.contains("in progress"));
-    assert_eq!(svgs_closed(&html), 5);
-}
-
-fn chromium() -> &'static str {
-    ["chromium", "/usr/bin/chromium"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .unwrap_or_else(|| panic!("chromium is missing: apt-get install chromium"))
-}
-
-fn run_chromium(profile: &Path, args: &[String]) -> std::process::Output {
-    Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("run chromium")
+    assert_eq!(svgs_closed(&html), charts(&empty));
 }
 
 #[test]
-fn headless_chromium_renders_the_review_without_console_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, written) = paywarden_review::write_review(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aug12"),
-        ID,
-        dir.path(),
-    )
-    .unwrap();
-    let url = format!("file://{}", written.html.display());
-    // Kept beside the screenshot, to look at.
-    let _ = std::fs::copy(
-        &written.html,
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("review.html"),
-    );
-
-    let profile = tempfile::tempdir().unwrap();
-    let b = run_chromium(profile.path(), &["--dump-dom".into(), url.clone()]);
-    let dom = String::from_utf8_lossy(&b.stdout);
-    let log = String::from_utf8_lossy(&b.stderr);
-    assert!(dom.contains("<svg"), "Chromium rendered the review: {log}");
-    assert!(dom.contains("leak_on_confirmed_payment"));
-    let console: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(":CONSOLE(") || l.contains("Uncaught"))
-        .collect();
-    assert!(console.is_empty(), "console messages: {console:?}");
-
-    let png: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("review.png");
-    let _ = std::fs::remove_file(&png);
-    let profile = tempfile::tempdir().unwrap();
-    let b = run_chromium(
-        profile.path(),
-        &[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1280,3000".into(),
-            url,
-        ],
-    );
-    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
-        panic!(
-            "no screenshot at {} ({e}): {}",
-            png.display(),
-            String::from_utf8_lossy(&b.stderr)
-        )
-    });
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+fn the_score_says_what_its_percentage_is() {
+    let html = render(&fixture());
     assert!(
-        bytes.len() > 20 * 1024,
-        "a screenshot with content: {} bytes",
-        bytes.len()
+        html.contains("2 of 4 metrics passed (50 %) <span class=\"muted\">(Kayenta's score: the share of metrics that passed)</span>"),
+        "{}",
+        html.split("<h3>The last verdict</h3>").nth(1).unwrap_or("").get(..400).unwrap_or("")
     );
-    println!("screenshot: {}", png.display());
+}
+
+#[test]
+fn a_promoted_deployment_marks_only_what_happened() {
+    let good = render(&good());
+    let section = charts_section(&good);
+    assert!(section.contains(">\nstep 5 · 100 %\n</text>") || section.contains(">\n100 %\n</text>"), "the last step is marked");
+    for absent in ["rollback", "held", "red line", "amber line"] {
+        assert!(!section.contains(absent), "{absent:?} in a promoted deployment's charts");
+    }
+    let rolled_back = render(&fixture());
+    let section = charts_section(&rolled_back);
+    assert!(section.contains("red line: the rollback at +13.2 s") && section.contains("<li><span class=\"sw mark\" style=\"background:#b00020\"></span>rollback</li>"));
+    assert!(!section.contains("held"), "no hold happened");
+}
+
+#[test]
+fn the_heap_gets_a_growth_chart_per_instance_captioned_with_the_samples_growth() {
+    let review = fixture();
+    let html = render(&review);
+    let section = charts_section(&html);
+    let growth = section.split("<div class=\"multiples\">").nth(1).expect("the growth charts").split("</div>").next().unwrap();
+    assert_eq!(growth.matches("<svg").count(), review.instances.len(), "one per instance");
+    for role in ["canary", "baseline", "stable"] {
+        let heaps: Vec<f64> = review.samples.iter().filter_map(|s| s.instances.iter().find(|i| i.role == role)?.heap_allocated_bytes).collect();
+        let grew = heaps.last().unwrap() - heaps.first().unwrap();
+        let caption = format!(": +{} over the judged window</figcaption>", paywarden_review::model::format_bytes(grew));
+        assert!(growth.contains(&caption), "{role}: {caption} in {growth}");
+    }
+    assert!(growth.contains(">\nKiB grown\n</text>"), "the growth in KiB, its own unit");
+}
+
+#[test]
+fn the_incident_checklist_renders_as_checkboxes() {
+    let html = render(&fixture());
+    let incident = html.split("<h2 id=\"incident\">").nth(1).expect("an incident section");
+    assert!(incident.contains("<input disabled=\"\" type=\"checkbox\"/>"), "open items");
+    assert!(incident.contains("<input disabled=\"\" type=\"checkbox\" checked=\"\"/>"), "done items");
+    assert!(!incident.contains("[ ]") && !incident.contains("[x]"), "no literal brackets");
+    let md = markdown_to_html("- [ ] open <b>x</b>\n- [x] done\n", 0);
+    assert!(md.contains("<li><input disabled=\"\" type=\"checkbox\"/>\nopen &lt;b&gt;x&lt;/b&gt;</li>"), "{md}");
+    assert!(!md.contains("<b>"), "{md}");
+}
+
+#[test]
+fn the_growth_in_words_is_the_samples_not_the_heap_profiles_estimate() {
+    let mut review = fixture();
+    // The drill of the issue: the heap diff's totals (profile estimates, with the symbolizer's
+    // own allocations) far from what the samples show, and the baseline "growing more".
+    let d = review.diagnosis.as_mut().unwrap();
+    d.heap_growth_bytes = Some(122.9 * 1024.0 * 1024.0);
+    d.baseline_heap_growth_bytes = Some(134.4 * 1024.0 * 1024.0);
+    let html = render(&review);
+    let md = paywarden_review::markdown::render(&review);
+    let incident = paywarden_review::incident::render(&review);
+    let growth = |role: &str| {
+        let heaps: Vec<f64> = review.samples.iter().filter_map(|s| s.instances.iter().find(|i| i.role == role)?.heap_allocated_bytes).collect();
+        paywarden_review::model::format_bytes(heaps.last().unwrap() - heaps.first().unwrap())
+    };
+    let (canary, baseline) = (growth("canary"), growth("baseline"));
+    let plain = |s: &str| s.replace("&#39;", "'");
+    for (name, text) in [("html", plain(&html)), ("markdown", md.clone()), ("incident", incident)] {
+        assert!(!text.contains("122.9 MiB") && !text.contains("134.4 MiB"), "{name} states the profile's estimate");
+        assert!(text.contains(&format!("the canary's heap (aug12-drill) grew {canary} (")), "{name}: canary {canary}");
+        assert!(text.contains(&format!("the baseline's heap (v0.1.0) grew {baseline} (")), "{name}: baseline {baseline}");
+        assert!(text.contains(": the canary grew "), "{name}: the leaking canary grew more");
+    }
+    // The sites keep their own figures.
+    assert!(html.contains("paywarden_api::faults::leak_on_confirmed_payment") && md.contains("| 251 KiB |"));
+
+    // Missing samples are said, not guessed.
+    for s in &mut review.samples {
+        s.instances.retain(|i| i.role != "baseline");
+    }
+    let md = paywarden_review::markdown::render(&review);
+    assert!(md.contains("the baseline's heap was not sampled."), "{md}");
+}
+
+#[test]
+fn a_leak_memguard_missed_is_explained_with_the_records_figures() {
+    let review = fixture();
+    let why = paywarden_review::words::signals(&review).expect("the judge failed the heap, memguard said ok");
+    for want in [
+        "The judge caught it on heap_growth_per_request",
+        "canary 6136 B/request, baseline 36 B/request; it fails the canary at 512 B/request more than the baseline",
+        "with 1 % of traffic, after 54 requests to the canary",
+        "memguard's verdict on the canary was ok: its detector judges one instance alone",
+        "13 samples (30 needed before any verdict)",
+        "54 requests (1,000 needed in a window)",
+        "(memguard: warming up: 13 of 30 samples)",
+    ] {
+        assert!(why.contains(want), "{want:?} in {why}");
+    }
+    let html = render(&review);
+    assert!(html.contains("<strong>Which signal caught it.</strong> The judge caught it"));
+    assert!(paywarden_review::incident::render(&review).contains("**Which signal caught it.** The judge caught it"));
+    // A promoted deployment has nothing to explain.
+    assert!(paywarden_review::words::signals(&good()).is_none());
+}
+
+#[test]
+fn every_page_shares_the_chart_style() {
+    let html = render(&fixture());
+    assert!(html.contains(paywarden_charts::page::CSS), "the shared CSS");
+    let sizes: Vec<f64> = html.split("font-size=\"").skip(1).filter_map(|s| s.split('"').next()?.parse().ok()).collect();
+    assert!(sizes.iter().all(|s| *s >= 13.0 - 0.01), "chart text at 13 px or more: {sizes:?}");
+    assert_eq!(paywarden_charts::ticks::spurious_decimals(&html), Vec::<Vec<String>>::new(), "a decimal no tick needs");
+}
+
+#[test]
+fn headless_chromium_shows_both_reviews_readably_at_1400_and_800_px() {
+    let out = paywarden_charts::browser::output_dir(env!("CARGO_TARGET_TMPDIR"), "paywarden-review");
+    for (name, fixture, id) in [("aug12", "aug12", ID), ("good", "good", GOOD)] {
+        let dir = out.join(name);
+        let (review, written) =
+            paywarden_review::write_review(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture), id, &dir).unwrap();
+        let rendered = paywarden_charts::browser::render(&written.html, &dir, "review", &[1400, 800]);
+        let problems = rendered.problems(charts(&review));
+        assert!(problems.is_empty(), "{name}: {problems:#?}");
+        for shot in &rendered.shots {
+            println!("screenshot: {}", shot.png.display());
+        }
+    }
 }

@@ -18,6 +18,52 @@ fn load(name: &str, id: &str) -> Review {
     Review::load(&dir(name), id).expect("the fixture loads")
 }
 
+/// A time names its zone once: `format_time` says UTC itself, so nothing after it does, and a
+/// table whose heading says (UTC) holds bare times. Markdown and HTML tables both.
+fn assert_utc_once(name: &str, text: &str) {
+    assert!(!text.contains("UTC UTC") && !text.contains("UTC) UTC"), "{name}: UTC twice");
+    let mut utc_table = None;
+    for line in text.lines() {
+        if !line.starts_with('|') {
+            utc_table = None;
+            continue;
+        }
+        match utc_table {
+            None => utc_table = Some(line.contains("(UTC)")),
+            Some(true) if !line.starts_with("|---") => assert!(!line.contains("UTC"), "{name}: a (UTC) table's row says UTC again: {line}"),
+            Some(_) => {}
+        }
+    }
+    for table in text.split("<table>").skip(1) {
+        let table = table.split("</table>").next().unwrap_or("");
+        let (head, body) = table.split_once("</tr>").unwrap_or((table, ""));
+        if head.contains("(UTC)") {
+            assert!(!body.contains("UTC"), "{name}: a (UTC) table's cell says UTC again: {table}");
+        }
+    }
+}
+
+fn every_rendering(r: &Review) -> Vec<(&'static str, String)> {
+    vec![
+        ("review.md", paywarden_review::markdown::render(r)),
+        ("review.html", paywarden_review::html::render(r)),
+        ("incident.md", paywarden_review::incident::render(r)),
+    ]
+}
+
+#[test]
+fn times_name_their_zone_once() {
+    for r in [load("aug12", AUG12), load("good", GOOD)] {
+        for (name, text) in every_rendering(&r) {
+            assert_utc_once(name, &text);
+        }
+        let md = paywarden_review::markdown::render(&r);
+        assert!(md.contains("Started 2026-11-24 12:29:"), "{md}");
+    }
+    let md = paywarden_review::markdown::render(&load("aug12", AUG12));
+    assert!(md.contains("Started 2026-11-24 12:29:18 UTC, ended after 13.3 s.\n"), "{md}");
+}
+
 fn quiet_load() -> LoadFigures {
     LoadFigures { rate: 200.0, duration_s: 20.0, requests: 9000, requests_per_second: 440.0, errors: 0, checks_mismatched: 0 }
 }
@@ -37,6 +83,7 @@ fn the_review_has_every_section_in_order() {
     let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
     insta::assert_snapshot!("review_headings", headings.join("\n"));
     assert!(md.contains("**Outcome: rolled back.**"), "{md}");
+    assert!(md.contains("Last verdict: **fail**, 2 of 4 metrics passed (50 %): heap_growth_per_request failed"), "{md}");
     assert!(md.contains("| canary | aug12-drill |"), "{md}");
     assert!(md.contains(&r.sha256), "the canary's hash");
     assert!(md.contains(r.baseline_sha256.as_deref().unwrap()), "the baseline's hash");
@@ -133,8 +180,11 @@ fn a_deployment_that_migrates_shows_the_schema_gate_and_history_in_both_reviews(
     };
     record["schema"] = serde_json::to_value(gate(&report, false, "v2", "v1")).unwrap();
     let r = Review::build(&record, &events, vec![]);
+    for (name, text) in every_rendering(&r) {
+        assert_utc_once(name, &text);
+    }
     let md = paywarden_review::markdown::render(&r);
-    for want in ["## Schema", "**Schema gate: pass.**", "9001_loyalty_accounts (expand)", "| 0001_init | expand | v1 (sha256 0123456789ab) |", "| 9001_loyalty_accounts | expand |"] {
+    for want in ["## Schema", "**Schema gate: pass.**", "9001_loyalty_accounts (expand)", "| 0001_init | expand | v1 (sha256 0123456789ab) | 2026-", " UTC |", "| 9001_loyalty_accounts | expand |"] {
         assert!(md.contains(want), "{want:?} in {md}");
     }
     let html = paywarden_review::html::render(&r);
