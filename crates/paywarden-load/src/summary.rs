@@ -124,9 +124,9 @@ pub struct Summary {
     pub executor: String,
     /// Wall time of the run, in seconds.
     pub duration_s: f64,
-    /// Requests completed (each retry counts).
+    /// The scenario's requests completed (each retry counts), the final verification's not.
     pub requests_total: u64,
-    /// Requests of the load (not the final verification) per second of the run.
+    /// `requests_total` per second of the run.
     pub requests_per_second: f64,
     /// Iterations the schedule planned (0 for a closed-loop executor).
     pub iterations_scheduled: u64,
@@ -139,7 +139,7 @@ pub struct Summary {
     /// `dropped_iterations / iterations_scheduled` (or over started + dropped when nothing
     /// was scheduled).
     pub dropped_rate: f64,
-    /// Failed requests.
+    /// The scenario's failed requests.
     pub errors_total: u64,
     /// `errors_total / requests_total`.
     pub error_rate: f64,
@@ -147,6 +147,10 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     /// Latency per operation name, plus `all`.
     pub latency_ms: BTreeMap<String, Percentiles>,
+    /// The end-of-run verification: every payment the flows created, retrieved once more and
+    /// compared with the state its flow left. Not load: counted apart from the scenario's
+    /// requests, errors and latencies.
+    pub verification: Verification,
     /// Flow checks that matched the expected state.
     pub checks_verified: u64,
     /// Flow checks that did not.
@@ -160,6 +164,17 @@ pub struct Summary {
     pub thresholds: Vec<ThresholdResult>,
     /// Whether every threshold passed.
     pub passed: bool,
+}
+
+/// The end-of-run verification's own figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Retrievals made.
+    pub requests: u64,
+    /// Retrievals that failed (a mismatched state is a check, not an error).
+    pub errors: u64,
+    /// Their latency.
+    pub latency_ms: Option<Percentiles>,
 }
 
 /// Collects a run's measurements in bounded memory.
@@ -180,9 +195,12 @@ pub struct Recorder {
     checks_verified: u64,
     checks_mismatched: u64,
     timeline: Vec<SecondPoint>,
-    /// Requests when the load ended ([`Recorder::end_of_load`]): the end-of-run
-    /// verification's retrievals are recorded (latency, errors) but are not load.
-    requests_at_end_of_load: Option<u64>,
+    /// Whether the load ended ([`Recorder::end_of_load`]): later requests are the end-of-run
+    /// verification's, counted in `verification_*`, not as load.
+    load_ended: bool,
+    verification: Histogram<u64>,
+    verification_requests: u64,
+    verification_errors: u64,
 }
 
 impl Default for Recorder {
@@ -217,14 +235,17 @@ impl Recorder {
             checks_verified: 0,
             checks_mismatched: 0,
             timeline: Vec::new(),
-            requests_at_end_of_load: None,
+            load_ended: false,
+            verification: histogram(SECOND_SIGNIFICANT_DIGITS),
+            verification_requests: 0,
+            verification_errors: 0,
         }
     }
 
-    /// Marks the end of the load: later requests (the final verification) do not count in
-    /// `requests_per_second` and add no point to the timeline.
+    /// Marks the end of the load: later requests are the final verification's, reported
+    /// apart ([`Summary::verification`]), and add no point to the timeline.
     pub fn end_of_load(&mut self) {
-        self.requests_at_end_of_load.get_or_insert(self.requests_total);
+        self.load_ended = true;
     }
 
     /// Records one request: its latency (measured from the scheduled start), whether it
@@ -233,6 +254,12 @@ impl Recorder {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(LATENCY_US_MIN, LATENCY_US_MAX);
+        if self.load_ended {
+            self.verification.saturating_record(micros);
+            self.verification_requests += 1;
+            self.verification_errors += u64::from(!ok);
+            return;
+        }
         self.all.saturating_record(micros);
         self.per_operation[op.index()].saturating_record(micros);
         self.second.saturating_record(micros);
@@ -295,7 +322,7 @@ impl Recorder {
             rss_bytes: target.and_then(|s| s.rss_bytes),
             heap_bytes: target.and_then(|s| s.heap_bytes),
         };
-        if self.timeline.len() < TIMELINE_SECONDS_MAX && self.requests_at_end_of_load.is_none() {
+        if self.timeline.len() < TIMELINE_SECONDS_MAX && !self.load_ended {
             self.timeline.push(point);
         }
         self.second.reset();
@@ -356,7 +383,7 @@ impl Recorder {
             duration_s,
             requests_total: self.requests_total,
             requests_per_second: if duration_s > 0.0 {
-                self.requests_at_end_of_load.unwrap_or(self.requests_total) as f64 / duration_s
+                self.requests_total as f64 / duration_s
             } else {
                 0.0
             },
@@ -369,6 +396,11 @@ impl Recorder {
             error_rate: ratio(self.errors_total, self.requests_total),
             errors: self.errors.clone(),
             latency_ms,
+            verification: Verification {
+                requests: self.verification_requests,
+                errors: self.verification_errors,
+                latency_ms: (!self.verification.is_empty()).then(|| percentiles(&self.verification)),
+            },
             checks_verified: self.checks_verified,
             checks_mismatched: self.checks_mismatched,
             memory,
@@ -455,10 +487,13 @@ impl Summary {
         }
         row(
             &mut out,
-            "checks",
+            "verification",
             format!(
-                "{} verified, {} mismatched",
-                self.checks_verified, self.checks_mismatched
+                "{} retrievals after the load, {} failed; {} states verified, {} mismatched",
+                self.verification.requests,
+                self.verification.errors,
+                self.checks_verified,
+                self.checks_mismatched
             ),
         );
 

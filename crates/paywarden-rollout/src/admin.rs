@@ -10,6 +10,8 @@
 //! | `GET /admin/events?deployment=ID` | the event log (the last 10 000 events) |
 //! | `POST /admin/deployments` | `{"version", "binary"?, "plan"?: "default"\|"fast", "plan_toml"?, "args"?: [..], "auto_rollback"?: bool, "allow_contract"?: bool}` → 202 `{"id"}` once the schema gate let it through |
 //! | `POST /admin/rollback` | rolls back the deployment in progress; answers when done |
+//! | `GET /admin/instances` | the instances running now: role, version, pid, address |
+//! | `GET /admin/instances/ROLE/memory/leak-report`, `.../alerts`, `.../memory/profile/diff`, `.../pprof/heap`; `POST .../memory/profile/reference` | that instance's memory guard (ROLE: `stable`, `canary`, `baseline`), answered as it answers |
 //! | `GET /healthz` | no token: the controller is alive |
 //!
 //! Errors are JSON `{"error": {"message": ...}}` with 400 (bad request: what to change), 401
@@ -20,7 +22,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +32,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::controller::{ControlError, Controller, DeployRequest};
+use crate::controller::{ControlError, Controller, DeployRequest, InstanceEndpoint};
 use crate::plan::Plan;
 use crate::pods::{self, PodJudge};
 
@@ -50,6 +52,7 @@ impl From<ControlError> for Response {
     fn from(e: ControlError) -> Response {
         match e {
             ControlError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+            ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
             ControlError::Conflict(m) => error(StatusCode::CONFLICT, m),
             ControlError::Failed(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
         }
@@ -66,6 +69,8 @@ pub fn router(controller: Controller, token_sha256_hex: &str) -> anyhow::Result<
         .route("/admin/events", get(events))
         .route("/admin/deployments", post(deploy))
         .route("/admin/rollback", post(rollback))
+        .route("/admin/instances", get(instances))
+        .route("/admin/instances/{role}/{*endpoint}", get(instance_get).post(instance_post))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route; see GET /admin/status") })
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_BYTES_MAX))
@@ -123,7 +128,7 @@ async fn status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respons
     if let Err(r) = authorize(&s, &headers) {
         return r;
     }
-    Json(s.controller.status()).into_response()
+    Json(s.controller.status_with_memory().await).into_response()
 }
 
 async fn verdict(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
@@ -215,6 +220,40 @@ async fn rollback(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respo
     }
     match s.controller.rollback("requested through the admin API").await {
         Ok(record) => Json(json!({"rolled_back": record})).into_response(),
+        Err(e) => e.into(),
+    }
+}
+
+async fn instances(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    Json(s.controller.instances()).into_response()
+}
+
+async fn instance_get(State(s): State<Arc<AdminState>>, headers: HeaderMap, Path((role, endpoint)): Path<(String, String)>) -> Response {
+    instance_call(s, headers, "GET", role, endpoint).await
+}
+
+async fn instance_post(State(s): State<Arc<AdminState>>, headers: HeaderMap, Path((role, endpoint)): Path<(String, String)>) -> Response {
+    instance_call(s, headers, "POST", role, endpoint).await
+}
+
+/// `/admin/instances/ROLE/ENDPOINT`: an instance's memory guard through `up`'s admin API
+/// (the instances' own admin token never leaves the controller).
+async fn instance_call(s: Arc<AdminState>, headers: HeaderMap, method: &str, role: String, endpoint: String) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let known = || InstanceEndpoint::ALL.iter().map(|(_, m, p)| format!("{m} /admin/instances/{{stable|canary|baseline}}/{p}")).collect::<Vec<_>>().join(", ");
+    let Some((e, _, _)) = InstanceEndpoint::ALL.iter().find(|(_, m, p)| *m == method && *p == endpoint) else {
+        return error(StatusCode::NOT_FOUND, format!("no such instance endpoint {method} {endpoint}; there are: {}", known()));
+    };
+    match s.controller.ask_instance(&role, *e).await {
+        Ok(f) => {
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, [(http::header::CONTENT_TYPE, f.content_type)], f.body).into_response()
+        }
         Err(e) => e.into(),
     }
 }

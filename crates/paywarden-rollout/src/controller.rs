@@ -214,9 +214,57 @@ pub enum ControlError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     Failed(String),
+}
+
+/// Largest answer of an instance's memory-guard endpoint passed on (a pprof of a big heap).
+pub const INSTANCE_ANSWER_BYTES_MAX: usize = 64 << 20;
+/// Longest wait for one (a heap diff symbolizes its sites, which takes seconds).
+pub const INSTANCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The memory-guard endpoints of an instance that `up`'s admin API passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceEndpoint {
+    /// `GET memory/leak-report`
+    LeakReport,
+    /// `GET alerts`
+    Alerts,
+    /// `POST memory/profile/reference`
+    MarkHeap,
+    /// `GET memory/profile/diff`
+    HeapDiff,
+    /// `GET pprof/heap`
+    PprofHeap,
+}
+
+impl InstanceEndpoint {
+    /// The endpoints, as `(method, path under /admin/instances/ROLE/)`.
+    pub const ALL: [(InstanceEndpoint, &'static str, &'static str); 5] = [
+        (InstanceEndpoint::LeakReport, "GET", "memory/leak-report"),
+        (InstanceEndpoint::Alerts, "GET", "alerts"),
+        (InstanceEndpoint::MarkHeap, "POST", "memory/profile/reference"),
+        (InstanceEndpoint::HeapDiff, "GET", "memory/profile/diff"),
+        (InstanceEndpoint::PprofHeap, "GET", "pprof/heap"),
+    ];
+
+    fn method(self) -> reqwest::Method {
+        if self == InstanceEndpoint::MarkHeap { reqwest::Method::POST } else { reqwest::Method::GET }
+    }
+
+    /// The instance's own path.
+    fn path(self) -> &'static str {
+        match self {
+            InstanceEndpoint::LeakReport => "/admin/memory/leak-report",
+            InstanceEndpoint::Alerts => "/admin/alerts",
+            InstanceEndpoint::MarkHeap => "/admin/memory/profile/reference",
+            InstanceEndpoint::HeapDiff => "/admin/memory/profile/diff",
+            InstanceEndpoint::PprofHeap => "/debug/pprof/heap",
+        }
+    }
 }
 
 /// What `deploy` asks for.
@@ -588,7 +636,8 @@ impl Controller {
 
     /// Puts the release before the last promotion back: it starts, gets ready, takes all
     /// traffic at once, and the current stable drains and stops. Recorded as a deployment of
-    /// the previous version with outcome `rolled_back`.
+    /// the current version (the one rolled back) with outcome `rolled_back`, its
+    /// `baseline_version` the release restored.
     pub async fn rollback_release(&self, reason: &str) -> Result<DeploymentRecord, ControlError> {
         let (id, current, target, started) = {
             let mut st = self.lock();
@@ -608,7 +657,9 @@ impl Controller {
             let plan = Plan { name: "rollback".into(), steps: vec![crate::plan::Step { weight_pct: 100.0, bake: Duration::ZERO }], ..Plan::fast() };
             let (abort, _) = watch::channel(None);
             let (_, done) = watch::channel(false);
-            let record = DeploymentRecord::start(&id, &target, &current.release.version, plan);
+            // Recorded under the release that is rolled back (the one the operator regrets),
+            // with the restored one as its baseline.
+            let record = DeploymentRecord::start(&id, &current.release, &target.version, plan);
             st.live = Some(Live { record, canary: None, baseline: None, weights: (0, 0), abort, done, totals_at_start: self.0.proxy.totals(), last_sample: None });
             (id, current, target, Instant::now())
         };
@@ -725,6 +776,59 @@ impl Controller {
         })
     }
 
+    /// The instances running now by role (`stable`, `canary`, `baseline`).
+    fn instances_by_role(&self) -> Vec<(&'static str, Arc<Running>)> {
+        let st = self.lock();
+        let mut v: Vec<(&'static str, Arc<Running>)> = st.stable.iter().map(|s| ("stable", s.clone())).collect();
+        if let Some(l) = &st.live {
+            v.extend(l.canary.iter().map(|c| ("canary", c.clone())));
+            v.extend(l.baseline.iter().map(|b| ("baseline", b.clone())));
+        }
+        v
+    }
+
+    /// `GET /admin/instances`: every instance running now.
+    pub fn instances(&self) -> Value {
+        let list: Vec<Value> = self
+            .instances_by_role()
+            .into_iter()
+            .map(|(role, r)| json!({"role": role, "version": r.release.version, "pid": r.instance.pid(), "addr": r.instance.addr().to_string()}))
+            .collect();
+        json!({"instances": list})
+    }
+
+    /// One of an instance's memory-guard endpoints (`/admin/instances/ROLE/...` on the admin
+    /// API), asked with the instances' own token and answered as the instance answered.
+    pub async fn ask_instance(&self, role: &str, endpoint: InstanceEndpoint) -> Result<crate::instance::Forwarded, ControlError> {
+        let running = self.instances_by_role();
+        let Some((_, r)) = running.iter().find(|(x, _)| *x == role) else {
+            let roles: Vec<&str> = running.iter().map(|(x, _)| *x).collect();
+            return Err(ControlError::NotFound(format!("no {role} instance runs now; the instances are: {}", roles.join(", "))));
+        };
+        r.instance
+            .forward(&self.0.http, endpoint.method(), endpoint.path(), INSTANCE_ANSWER_BYTES_MAX, INSTANCE_ANSWER_TIMEOUT)
+            .await
+            .map_err(|e| ControlError::Failed(format!("the {role} instance ({}): {e}", r.release.version)))
+    }
+
+    /// `status` with each instance's memory-guard verdict (its leak report's state and
+    /// summary), asked of every instance at once, each within [`crate::instance::REQUEST_TIMEOUT`].
+    pub async fn status_with_memory(&self) -> Value {
+        let mut status = self.status();
+        let running = self.instances_by_role();
+        let reports = futures::future::join_all(running.iter().map(|(_, r)| r.instance.leak_report(&self.0.http))).await;
+        for ((role, _), report) in running.iter().zip(reports) {
+            let memory = match report {
+                Ok(r) => json!({"leak_state": r.get("state"), "summary": r.pointer("/assessment/summary"), "reading": r.get("memory")}),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            if status[*role].is_object() {
+                status[*role]["memory"] = memory;
+            }
+        }
+        status
+    }
+
     /// `GET /admin/canary/verdict`: the verdict of the deployment in progress, or the last one.
     pub fn verdict(&self) -> Value {
         match self.current_record() {
@@ -812,6 +916,10 @@ impl Controller {
                    "start_order": start_order(&gate), "elapsed_ms": started.elapsed().as_millis() as u64}),
         );
         let mut series = Series::default();
+        // The latencies of the last tick at which both sides were routed traffic: at a step
+        // that gives the baseline none (the last, 100 %), the canary's latencies would be
+        // compared with the baseline's from another time and another load.
+        let mut shared_latencies: Option<(Vec<f64>, Vec<f64>)> = None;
         let mut last_score: Option<Score> = None;
         let mut samples = SampleWriter::open(&self.0.dir, &id);
         // Canary's and baseline's reference heap profiles, taken together before either gets
@@ -891,10 +999,16 @@ impl Controller {
                 self.with_live(|l| l.last_sample = Some(sample));
                 series.observe(cs, bs, cstats.requests as f64, bstats.requests as f64);
                 let (c_growth, b_growth) = (series.canary.growth_with_lower_bound(), series.baseline.growth_with_lower_bound());
+                let (c_latencies, b_latencies) = if bw > 0 || shared_latencies.is_none() {
+                    shared_latencies = Some((cstats.latencies_ms.clone(), bstats.latencies_ms.clone()));
+                    (cstats.latencies_ms, bstats.latencies_ms)
+                } else {
+                    shared_latencies.clone().unwrap_or_default()
+                };
                 let cw_ = Window {
                     requests: cstats.requests,
                     errors: cstats.errors,
-                    latencies_ms: cstats.latencies_ms,
+                    latencies_ms: c_latencies,
                     heap_growth_per_request: c_growth.map(|g| g.0),
                     heap_growth_per_request_low: c_growth.and_then(|g| g.1),
                     leak_state: series.canary_leak,
@@ -902,7 +1016,7 @@ impl Controller {
                 let bw_ = Window {
                     requests: bstats.requests,
                     errors: bstats.errors,
-                    latencies_ms: bstats.latencies_ms,
+                    latencies_ms: b_latencies,
                     heap_growth_per_request: b_growth.map(|g| g.0),
                     heap_growth_per_request_low: b_growth.and_then(|g| g.1),
                     leak_state: series.baseline_leak,

@@ -564,6 +564,31 @@ impl Instance {
         self.admin_json(client, reqwest::Method::GET, "/admin/memory/profile/diff").await
     }
 
+    /// One of the instance's memory-guard endpoints, answered as the instance answered it
+    /// (status, content type, body of at most `max` bytes), for `up`'s admin API. `timeout`
+    /// covers the whole exchange (a heap diff symbolizes, which takes seconds).
+    pub async fn forward(&self, client: &reqwest::Client, method: reqwest::Method, path: &str, max: usize, timeout: Duration) -> Result<Forwarded, InstanceError> {
+        let url = self.url(path);
+        let failed = |reason: String| InstanceError::Http { url: url.clone(), reason };
+        if self.admin_token.is_empty() {
+            return Err(failed("the instance has no admin token, so its admin endpoints are off".into()));
+        }
+        let exchange = async {
+            let mut resp = client.request(method, &url).bearer_auth(&self.admin_token).send().await.map_err(|e| failed(error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream").to_string();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| failed(error_chain(&e)))? {
+                if body.len() + chunk.len() > max {
+                    return Err(failed(format!("body over {max} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Forwarded { status, content_type, body })
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(failed(format!("no complete answer within {timeout:?}"))))
+    }
+
     /// An admin endpoint's JSON answer, with the admin token; at most
     /// [`LEAK_REPORT_BYTES_MAX`].
     async fn admin_json(&self, client: &reqwest::Client, method: reqwest::Method, path: &str) -> Result<serde_json::Value, InstanceError> {
@@ -610,6 +635,14 @@ async fn probe_ready(client: &reqwest::Client, url: &str) -> bool {
         tokio::time::timeout(REQUEST_TIMEOUT, client.get(url).send()).await,
         Ok(Ok(r)) if r.status() == reqwest::StatusCode::OK
     )
+}
+
+/// An instance's answer, passed on by [`Instance::forward`].
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 pub(crate) enum Fetch {

@@ -26,6 +26,13 @@
 //! canary is slower *by more than the allowance*, not whether it is slower at all. Set both to 0
 //! for the strict test.
 //!
+//! **Latencies from the same time only.** A rank test assumes both samples were drawn under
+//! the same conditions. At a step that routes the baseline nothing (the last one, 100 %) the
+//! controller judges the latencies of the last moment both sides were routed traffic: a CI run
+//! rolled back a good build at 100 % on a canary median of 5.90 ms (that step, all the load,
+//! other tests running) against the baseline's 2.47 ms from the step before. Error rate and
+//! heap growth per request are rates of each side's own traffic and are judged throughout.
+//!
 //! Bounds: latencies beyond [`LATENCY_SAMPLES_MAX`] per window are ignored (the caller should
 //! reservoir-sample); the judge allocates two vectors of that size at most.
 

@@ -20,6 +20,7 @@ use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, ExtraMigrations, Merchant, PgOptions, PgStore, SchemaOptions, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
+mod datadir;
 mod drill;
 mod guard;
 mod rollout;
@@ -337,10 +338,76 @@ enum LedgerCommand {
 /// Most webhook deliveries in flight (`--webhook-concurrency`).
 const WEBHOOK_CONCURRENCY_MAX: usize = 1024;
 
+/// Flags people reach for that paywarden spells otherwise, and what to write instead.
+const FLAG_CONFUSIONS: &[(&[&str], &str)] = &[
+    (&["--port", "--bind", "--addr", "--address", "--host"], "--listen takes an address and port, e.g. --listen 127.0.0.1:4242"),
+    (&["--data", "--dir", "--datadir", "--data-directory", "--db-dir"], "--data-dir DIR is the directory for the SQLite database and the keys"),
+    (&["--db", "--database-url", "--postgres", "--pg", "--url"], "--database postgres://user@host:5432/db (or PAYWARDEN_DATABASE) selects PostgreSQL"),
+    (&["--token", "--admin-key"], "the admin token is --admin-token (up, judge) or --token (deploy, rollback, status, history)"),
+    (&["--key", "--api-key", "--secret"], "a merchant's secret key is --key (load), or PAYWARDEN_KEY"),
+];
+
+/// Clap's errors, with two changes for a mistyped flag: the tip is ours when we know the
+/// confusion, clap's only when it is close (clap suggested `--stop-grace` for `--port`), and
+/// the usage line is the command's own (clap's showed its suggestion as if it were required).
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.clone(),
+        _ => String::new(),
+    };
+    let flag = arg.split('=').next().unwrap_or("").to_string();
+    let clap_suggestion = match e.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(a)) => Some(a.clone()),
+        _ => None,
+    };
+    let tip = FLAG_CONFUSIONS
+        .iter()
+        .find(|(names, _)| names.contains(&flag.as_str()))
+        .map(|(_, tip)| tip.to_string())
+        .or_else(|| clap_suggestion.filter(|s| close_flags(&flag, s)).map(|s| format!("a similar flag exists: {s}")));
+    let args: Vec<String> = std::env::args().collect();
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    // The deepest subcommand named on the command line, for its usage line.
+    let mut sub = &cmd;
+    for a in args.iter().skip(1).filter(|a| !a.starts_with('-')) {
+        match sub.find_subcommand(a) {
+            Some(s) => sub = s,
+            None => break,
+        }
+    }
+    let usage = sub.clone().bin_name(format!("paywarden {}", sub.get_name())).render_usage();
+    let usage = if sub.get_name() == cmd.get_name() { cmd.clone().render_usage() } else { usage };
+    eprintln!("error: unexpected argument '{arg}'");
+    if let Some(t) = tip {
+        eprintln!("\n  tip: {t}");
+    }
+    eprintln!("\n{usage}\n\nFor more information, try '--help'.");
+    ExitCode::from(2)
+}
+
+/// Whether clap's suggestion is close enough to offer: a few edits apart relative to length.
+fn close_flags(typed: &str, suggested: &str) -> bool {
+    let d = strsim::levenshtein(typed, suggested);
+    d <= 2 || d * 3 <= typed.len().max(suggested.len())
+}
+
 /// Runs the command line, with `extra` migrations beside the shipped ones.
 pub fn main_with(extra: ExtraMigrations) -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Started as the memory guard's symbolizer helper (this binary again, to name a heap
+    // diff's addresses out of the service's process): answer and exit before anything else.
+    memguard::symbolizer::serve_if_helper();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli_error(e),
+    };
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Up(_) | Command::Judge(_) | Command::Load(_) | Command::Drill(_));
+    init_logging(cli.log_format, long_running);
     let mut schema = SchemaOptions { extra, ..SchemaOptions::default() };
     if let Ok(label) = std::env::var("PAYWARDEN_RELEASE") {
         if label.is_empty() || label.chars().count() > RELEASE_LABEL_CHARS_MAX || label.chars().any(char::is_control) {
@@ -389,9 +456,13 @@ pub fn main_with(extra: ExtraMigrations) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr at `PAYWARDEN_LOG` (an `EnvFilter`, e.g. `debug`); without it, the
+/// long-running commands log at info and the one-shot ones (keys, ledger, migrate, the admin
+/// clients, review) at warn, so their result is not buried under start-up lines.
+fn init_logging(format: LogFormat, long_running: bool) {
+    let default = if long_running { "info,sqlx=error" } else { "warn,sqlx=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -406,6 +477,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
         Command::Keys { command: KeysCommand::Create { data_dir, db, merchant } } => {
+            require_database(data_dir.as_deref(), &db)?;
             let store = open_any(data_dir.as_deref(), &db, sqlite_options()).await?;
             let (merchant, key) = create_key(&*store, &merchant).await?;
             println!("{key}");
@@ -423,10 +495,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Drill(args) => drill::drill(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Ledger { command: LedgerCommand::Verify { data_dir, db } } => {
-            if let (None, Some(dir)) = (&db.database, &data_dir)
-                && !dir.join(paywarden_store::sqlite::DB_FILE).exists() {
-                    bail!("no paywarden database in {}; pass the --data-dir that `paywarden serve` uses", dir.display());
-                }
+            require_database(data_dir.as_deref(), &db)?;
             let store = open_any(data_dir.as_deref(), &db, sqlite_options()).await?;
             let report = store.audit().await.context("reading the ledger")?;
             print!("{report}");
@@ -509,6 +578,20 @@ fn schema_report(plan: &paywarden_store::SchemaPlan) -> paywarden_rollout::schem
         unknown: plan.unknown.iter().map(applied).collect(),
         refused: plan.refused.clone(),
     }
+}
+
+/// One-shot commands work on an existing database only: a mistyped --data-dir must not make
+/// a fresh one (with a key no running server knows). `serve`, `up` and `migrate` create it.
+fn require_database(data_dir: Option<&Path>, db: &DatabaseArgs) -> anyhow::Result<()> {
+    if let (None, Some(dir)) = (&db.database, data_dir)
+        && !dir.join(paywarden_store::sqlite::DB_FILE).exists()
+    {
+        bail!(
+            "no paywarden database in {}; pass the --data-dir that `paywarden serve` or `up` uses (they, and `paywarden migrate`, create it)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The store `db` names: PostgreSQL with --database, else SQLite in `data_dir`.
@@ -648,7 +731,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The certificate and key are read (and paired) before anything is written.
     let tls = args.tls.config()?;
     let opts = SqliteOptions { writer_queue_max: args.writer_queue_max, ..sqlite_options() };
+    // Bind before anything is written: a port in use must not leave a database whose first
+    // key was never shown.
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    // One server per SQLite data dir; `up`'s instances (which have a supervisor) share its.
+    let _lock = if args.db.database.is_none() && std::env::var_os("PAYWARDEN_SUPERVISOR_PID").is_none() {
+        Some(datadir::lock(&args.data_dir, "paywarden serve")?)
+    } else {
+        None
+    };
     let store = open_any(Some(&args.data_dir), &args.db, opts).await?;
     let key = fingerprint_key(&args.data_dir)?;
     let mut first_key = None;
@@ -691,7 +783,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let guard = guard::GuardOptions {
         limit: args.memory_limit,

@@ -200,7 +200,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         crate::check_database_url(url)?;
     }
     let tls = a.tls.config()?;
+    // Bind before anything is written: a port in use must not leave a data dir whose admin
+    // token and first key were never shown.
+    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding --listen {}", a.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(a.admin_listen).await.with_context(|| format!("binding --admin-listen {}", a.admin_listen))?;
     std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
+    let _lock = crate::datadir::lock(&a.data_dir, "paywarden up")?;
     let dir = release::rollout_dir(&a.data_dir);
     std::fs::create_dir_all(&dir)?;
     // The admin token: given, stored, or new.
@@ -231,8 +236,6 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let initial = Release::new(&a.release_version, &binary, a.instance_args.clone()).map_err(anyhow::Error::msg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let proxy = Proxy::new(ProxyConfig { tls, ..ProxyConfig::default() });
-    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding --listen {}", a.listen))?;
-    let admin_listener = tokio::net::TcpListener::bind(a.admin_listen).await.with_context(|| format!("binding --admin-listen {}", a.admin_listen))?;
     let (public, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
     let cfg = ControllerConfig {
         data_dir: a.data_dir.clone(),
@@ -497,25 +500,34 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let line = |role: &str, v: &Value| {
+    let mut t = table(["instance", "version", "weight", "pid", "address", "memory guard"]);
+    for role in ["stable", "canary", "baseline"] {
+        let v = &s[role];
         if v.is_null() {
-            return;
+            continue;
         }
-        println!(
-            "{role:<9} {:<16} weight {:>5} %  pid {:<8} {}",
-            v["version"].as_str().unwrap_or("?"),
-            v["weight_pct"],
-            v["pid"],
-            v["addr"].as_str().unwrap_or("starting")
-        );
-    };
-    line("stable", &s["stable"]);
-    line("canary", &s["canary"]);
-    line("baseline", &s["baseline"]);
+        let memory = match (&v["memory"]["leak_state"], &v["memory"]["error"]) {
+            (Value::String(state), _) => match v["memory"]["summary"].as_str() {
+                Some(summary) => format!("{state}: {summary}"),
+                None => state.clone(),
+            },
+            (_, Value::String(e)) => format!("unknown ({e})"),
+            _ => "-".to_string(),
+        };
+        t.add_row([
+            role.to_string(),
+            v["version"].as_str().unwrap_or("?").to_string(),
+            v["weight_pct"].as_f64().map(|w| format!("{w} %")).unwrap_or_default(),
+            v["pid"].as_u64().map(|p| p.to_string()).unwrap_or_default(),
+            v["addr"].as_str().unwrap_or("starting").to_string(),
+            memory,
+        ]);
+    }
+    println!("{t}");
     let d = &s["last_deployment"];
     if !d.is_null() {
         println!(
-            "deployment {} of {}: {}{}; requests {} (canary {}, failed {}); verdict {}",
+            "\ndeployment {} of {}: {}{}; requests {} (canary {}, failed {}); verdict {}",
             d["id"].as_str().unwrap_or("?"),
             d["version"].as_str().unwrap_or("?"),
             d["outcome"].as_str().unwrap_or("?"),
@@ -532,16 +544,17 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("  HELD, automatic rollback is off: {h}\n  roll back with `paywarden rollback`");
         }
         if d["outcome"] == "in_progress" {
-            for m in d["verdict"]["metrics"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<12} {:<12} canary {:<14} baseline {:<14} {}",
-                    m["metric"].as_str().unwrap_or("?"),
-                    m["score"].as_str().unwrap_or("?"),
-                    fmt_figure(&m["canary"]),
-                    fmt_figure(&m["baseline"]),
-                    m["detail"].as_str().unwrap_or("")
-                );
+            let mut m = table(["metric", "score", "canary", "baseline", "detail"]);
+            for x in d["verdict"]["metrics"].as_array().into_iter().flatten() {
+                m.add_row([
+                    x["metric"].as_str().unwrap_or("?").to_string(),
+                    x["score"].as_str().unwrap_or("?").to_string(),
+                    fmt_figure(&x["canary"]),
+                    fmt_figure(&x["baseline"]),
+                    x["detail"].as_str().unwrap_or("").to_string(),
+                ]);
             }
+            println!("{m}");
         }
         print_diagnosis(&d["diagnosis"]);
         if let Ok(gate) = serde_json::from_value::<SchemaGate>(d["schema"].clone()) {
@@ -549,16 +562,15 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Ok(report) = serde_json::from_value::<SchemaReport>(s["schema"].clone()) {
-        print!("{}", schema_text(&report));
+        print!("\n{}", schema_text(&report));
     }
     if let Some(list) = s["instances"].as_array() {
-        println!("{:<9} {:<16} {:>10} {:>10} {:>8} {:>10} {:>9}", "instance", "version", "heap MiB", "RSS MiB", "leak", "requests", "p99 ms");
+        let mut t = table(["instance", "version", "heap MiB", "RSS MiB", "leak", "requests", "p99 ms"]);
+        let mib = |v: &Value| v.as_f64().map(|b| format!("{:.1}", b / 1048576.0)).unwrap_or_else(|| "?".into());
         for i in list {
-            let mib = |v: &Value| v.as_f64().map(|b| format!("{:.1}", b / 1048576.0)).unwrap_or_else(|| "?".into());
-            println!(
-                "{:<9} {:<16} {:>10} {:>10} {:>8} {:>10} {:>9}",
-                i["role"].as_str().unwrap_or("?"),
-                i["version"].as_str().unwrap_or("?"),
+            t.add_row([
+                i["role"].as_str().unwrap_or("?").to_string(),
+                i["version"].as_str().unwrap_or("?").to_string(),
                 mib(&i["heap_allocated_bytes"]),
                 mib(&i["resident_bytes"]),
                 match i["leak_state"].as_u64() {
@@ -566,22 +578,29 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                     Some(1) => "suspect",
                     Some(2) => "LEAKING",
                     _ => "?",
-                },
-                i["requests"],
-                i["latency_p99_ms"].as_f64().map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
-            );
+                }
+                .to_string(),
+                i["requests"].to_string(),
+                i["latency_p99_ms"].as_f64().map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+            ]);
         }
+        println!("\n{t}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A borderless table whose columns line up whatever their contents (comfy-table).
+fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header(header);
+    t
 }
 
 /// The schema's history, what a release would apply, what it does not know, and whether it
 /// can run there (`migrate`, `status`).
 pub(crate) fn schema_text(r: &SchemaReport) -> String {
-    use comfy_table::{presets::NOTHING, Table};
     let mut out = String::new();
-    let mut t = Table::new();
-    t.load_preset(NOTHING).set_header(["migration", "kind", "applied by", "at (UTC)"]);
+    let mut t = table(["migration", "kind", "applied by", "at (UTC)"]);
     for m in &r.applied {
         let at = m.applied_unix_ms.map(paywarden_store::schema::format_unix_ms).unwrap_or_default();
         t.add_row([m.name.as_str(), m.kind.as_str(), m.release.as_deref().unwrap_or("?"), at.as_str()]);
@@ -644,19 +663,21 @@ pub async fn history(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let list = h["deployments"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         println!("no deployments yet");
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<28} {:<16} {:<12} {:>9} {:>9} {:>7}  reason", "id", "version", "outcome", "requests", "canary", "failed");
+    let mut t = table(["id", "version", "restored / baseline", "outcome", "requests", "canary", "failed", "reason"]);
     for d in list {
-        println!(
-            "{:<28} {:<16} {:<12} {:>9} {:>9} {:>7}  {}",
-            d["id"].as_str().unwrap_or("?"),
-            d["version"].as_str().unwrap_or("?"),
-            d["outcome"].as_str().unwrap_or("?"),
-            d["requests_total"],
-            d["requests_to_canary"],
-            d["failed_requests"],
-            d["reason"].as_str().unwrap_or("")
-        );
+        t.add_row([
+            d["id"].as_str().unwrap_or("?").to_string(),
+            d["version"].as_str().unwrap_or("?").to_string(),
+            d["baseline_version"].as_str().unwrap_or("").to_string(),
+            d["outcome"].as_str().unwrap_or("?").to_string(),
+            d["requests_total"].to_string(),
+            d["requests_to_canary"].to_string(),
+            d["failed_requests"].to_string(),
+            d["reason"].as_str().unwrap_or("").to_string(),
+        ]);
     }
+    println!("{t}");
     Ok(ExitCode::SUCCESS)
 }

@@ -170,6 +170,7 @@ fn no_data_fails() {
                 mean: 0.0,
             },
         )]),
+        verification: Default::default(),
         checks_verified: 0,
         checks_mismatched: 0,
         memory: None,

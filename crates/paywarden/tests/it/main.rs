@@ -4,6 +4,7 @@
 mod crash;
 mod drill;
 mod faults;
+mod first_hour;
 mod judge;
 mod load;
 mod memory;

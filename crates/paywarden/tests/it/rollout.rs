@@ -21,7 +21,7 @@ pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 pub(crate) struct Up {
     pub(crate) child: Child,
     pub(crate) proxy: String,
-    admin: String,
+    pub(crate) admin: String,
     pub(crate) key: String,
     dir: PathBuf,
 }

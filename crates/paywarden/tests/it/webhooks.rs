@@ -418,8 +418,12 @@ async fn two_instances_on_one_data_dir_send_each_event_once() {
     const N: usize = 30;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let a = Server::spawn(&data, None, &FAST).await;
-    let b = Server::spawn(&data, Some(a.key.clone()), &FAST).await;
+    // Supervised by this process, as `up`'s instances are by `up`: they share the data dir
+    // (a lone `serve` would refuse a data dir another one holds).
+    let pid = std::process::id().to_string();
+    let supervised = [("PAYWARDEN_SUPERVISOR_PID", pid.as_str())];
+    let a = Server::spawn_with_env(&data, None, &FAST, &supervised).await;
+    let b = Server::spawn_with_env(&data, Some(a.key.clone()), &FAST, &supervised).await;
     let client = reqwest::Client::new();
     let (we, secret) = create_endpoint(&client, &a, "http://127.0.0.1:9/not-yet", "*").await;
     let rx = Receiver::start(&secret, &dir.path().join("out.jsonl"), 0, None).await;
