@@ -508,6 +508,8 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         let memory = match (&v["memory"]["leak_state"], &v["memory"]["error"]) {
             (Value::String(state), _) => match v["memory"]["summary"].as_str() {
+                // The summary opens with the state itself (`ok: 0.0 B/work, ...`).
+                Some(summary) if summary.starts_with(state.as_str()) => summary.to_string(),
                 Some(summary) => format!("{state}: {summary}"),
                 None => state.clone(),
             },

@@ -173,8 +173,17 @@ async fn in_training_the_deployment_waits_for_the_trainee_who_finds_the_cause_an
     let (status_cmd, rollback_cmd) = (status_cmd.expect("the alert says how to look"), rollback_cmd.expect("and how to roll back"));
     let args = |cmd: &str| cmd.split_whitespace().skip(1).map(String::from).collect::<Vec<_>>();
     // The trainee looks: the deployment is held, and the heap diff names the site.
-    let st = Command::new(BIN).args(args(&status_cmd)).output().unwrap();
-    let st_text = text(&st);
+    // The heap diff is named by a helper process and lands in the status a few seconds after
+    // the hold (a debug build's helper parses its debug information slowly).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let (st, st_text) = loop {
+        let st = Command::new(BIN).args(args(&status_cmd)).output().unwrap();
+        let st_text = text(&st);
+        if st_text.contains("leak_on_confirmed_payment") || std::time::Instant::now() > deadline {
+            break (st, st_text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     assert!(st.status.success(), "{st_text}");
     assert!(st_text.contains("HELD"), "{st_text}");
     assert!(st_text.contains("leak_on_confirmed_payment"), "{st_text}");

@@ -44,7 +44,13 @@ async fn the_payments_mix_runs_on_schedule_checks_out_and_reports() {
     // Every created payment was retrieved at the end and is in the state its flow left.
     assert!(s["checks_verified"].as_u64().unwrap() > 400, "{s}");
     assert_eq!(s["checks_mismatched"], 0);
-    for op in ["create", "confirm", "capture", "refund", "retrieve", "all"] {
+    // The end-of-run reads are the verification's, reported apart from the scenario's load.
+    let v = &s["verification"];
+    assert!(v["requests"].as_u64().unwrap() >= s["checks_verified"].as_u64().unwrap(), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(s["latency_ms"]["retrieve"].is_null() || s["latency_ms"]["retrieve"]["count"] == 0, "no scenario flow retrieves: {}", s["latency_ms"]);
+    for op in ["create", "confirm", "capture", "refund", "all"] {
         let p = &s["latency_ms"][op];
         assert!(p["count"].as_u64().unwrap() > 0, "{op}: {p}");
         assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
