@@ -229,7 +229,9 @@ async fn a_contract_migration_is_refused_by_the_schema_gate_and_the_override_is_
         assert!(t.contains(want), "{want:?} in {t}");
     }
     assert_eq!(up.status()["stable"]["version"], "v3");
-    // And the old binary refuses to start on it by itself, naming the migration and release.
+    // And the old binary refuses to start on it by itself (once `up` is stopped and its data-dir
+    // lock released), naming the migration and the release that applied it.
+    drop(up);
     let o = Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).output().unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
