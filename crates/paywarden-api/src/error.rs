@@ -144,3 +144,45 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// A core state machine's refusal: a 400 naming the parameter to change.
+pub(crate) fn state_error(e: paywarden_core::StateError) -> ApiError {
+    use paywarden_core::StateError;
+    match &e {
+        StateError::UnexpectedState { .. } => ApiError::unexpected_state(e.to_string()),
+        StateError::MissingPaymentMethod => ApiError::invalid("parameter_missing", "payment_method", e.to_string()),
+        StateError::CaptureTooLarge { .. } => ApiError::invalid("amount_too_large", "amount_to_capture", e.to_string()),
+        StateError::RefundTooLarge { .. } => ApiError::invalid("amount_too_large", "amount", e.to_string()),
+        StateError::AlreadyRefunded { .. } => ApiError::invalid("charge_already_refunded", "payment_intent", e.to_string()),
+        StateError::NothingToRefund { .. } => ApiError::invalid("charge_not_refundable", "payment_intent", e.to_string()),
+        StateError::Metadata(m) => crate::params::metadata_error(m.clone()),
+        StateError::Overflow => ApiError::internal(e),
+    }
+}
+
+/// A card the acquirer refused to tokenize: 402, naming the card field.
+pub(crate) fn card_error(e: paywarden_acquirer::CardError) -> ApiError {
+    ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, Some(e.code()), e.to_string()).param(e.param())
+}
+
+/// The acquirer could not be reached: 502, nothing charged.
+pub(crate) fn acquirer_error(e: paywarden_acquirer::ConnectorError) -> ApiError {
+    tracing::warn!(error = %e, "acquirer call failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorType::ApiError,
+        Some("acquirer_unavailable"),
+        format!("The acquirer could not be reached ({e}); nothing was charged. Retry with the same Idempotency-Key."),
+    )
+}
+
+/// Maps a list's store error; an unknown cursor names the parameter that carried it.
+pub(crate) fn list_error(q: &crate::params::ListQuery) -> impl Fn(paywarden_store::StoreError) -> ApiError + '_ {
+    move |e| match e {
+        paywarden_store::StoreError::CursorNotFound { object, id } => {
+            let param = if q.ending_before.as_deref() == Some(id.as_str()) { "ending_before" } else { "starting_after" };
+            ApiError::no_such(object, &id, Some(param))
+        }
+        e => ApiError::internal(e),
+    }
+}

@@ -1,7 +1,12 @@
 //! Request parameters in Stripe's two body formats (form-encoded with bracket notation, and
-//! JSON) and in query strings, read through one type. Every parameter is taken out by name;
-//! whatever is left when a handler finishes is an unknown parameter and a 400 naming it, so
-//! a typo never passes silently.
+//! JSON) and in query strings, read through one type, and parsed at the door into each
+//! operation's typed request ([`FromParams`]). Every parameter is taken out by name; whatever
+//! is left once the request is parsed is an unknown parameter and a 400 naming it, so a typo
+//! never passes silently.
+//!
+//! An operation's request type is also what the OpenAPI document shows for it (it derives
+//! `ToSchema` or `IntoParams`); the test `every_operation_takes_what_its_schema_lists` holds
+//! the two together: the names an operation's parser takes are its schema's properties.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +29,55 @@ pub struct Params {
     map: BTreeMap<String, Value>,
     /// Name of the enclosing parameter, for error messages (`card[number]`).
     prefix: Option<String>,
+    /// Every name a parser asked for, given or not (the schema test's record).
+    #[cfg(test)]
+    asked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// An operation's parameters, parsed whole before the operation runs: what its handler is
+/// given, and (through `ToSchema` or `IntoParams`) what the OpenAPI document says it takes.
+pub trait FromParams: Sized {
+    /// Takes every parameter the operation knows out of `p`, checked; [`parse`] refuses
+    /// whatever is left.
+    fn from_params(p: &mut Params) -> Result<Self, ApiError>;
+}
+
+/// Parses `p` into `T`: every parameter taken, any other one a 400 naming it.
+pub fn parse<T: FromParams>(mut p: Params) -> Result<T, ApiError> {
+    let t = T::from_params(&mut p)?;
+    p.finish()?;
+    Ok(t)
+}
+
+/// An operation that takes no parameters (a retrieve by id): any parameter is unknown.
+pub struct NoParams;
+
+impl FromParams for NoParams {
+    fn from_params(_: &mut Params) -> Result<Self, ApiError> {
+        Ok(NoParams)
+    }
+}
+
+/// `metadata` as sent on an update: pairs to set (a value "" removes its key), or an empty
+/// `metadata` ("" or `{}`), which removes every key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MetadataPatch {
+    /// Not sent: nothing changes.
+    #[default]
+    Keep,
+    Clear,
+    Set(Vec<(String, String)>),
+}
+
+impl MetadataPatch {
+    /// The pairs to apply over `existing` ([`paywarden_core::Metadata::merged`] takes them).
+    pub fn pairs(self, existing: &paywarden_core::Metadata) -> Vec<(String, String)> {
+        match self {
+            MetadataPatch::Keep => Vec::new(),
+            MetadataPatch::Clear => existing.iter().map(|(k, _)| (k.clone(), String::new())).collect(),
+            MetadataPatch::Set(pairs) => pairs,
+        }
+    }
 }
 
 impl Params {
@@ -72,7 +126,7 @@ impl Params {
 
     fn from_value(value: Value) -> Result<Params, ApiError> {
         match value {
-            Value::Object(m) => Ok(Params { map: m.into_iter().collect(), prefix: None }),
+            Value::Object(m) => Ok(Params { map: m.into_iter().collect(), ..Params::default() }),
             Value::Null => Ok(Params::empty()),
             _ => Err(ApiError::invalid("parameters_invalid", "body", "Parameters must be key=value pairs.")),
         }
@@ -83,6 +137,31 @@ impl Params {
             Some(p) => format!("{p}[{key}]"),
             None => key.to_string(),
         }
+    }
+
+    /// Takes a parameter's raw value out (and, in tests, records that it was asked for).
+    fn take(&mut self, key: &str) -> Option<Value> {
+        #[cfg(test)]
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(self.name(key));
+        }
+        self.map.remove(key)
+    }
+
+    /// A nested object's parameters, named under `name`.
+    fn child(&self, map: BTreeMap<String, Value>, name: String) -> Params {
+        Params {
+            map,
+            prefix: Some(name),
+            #[cfg(test)]
+            asked: std::sync::Arc::clone(&self.asked),
+        }
+    }
+
+    /// Every name a parser asked for so far, nested ones in brackets.
+    #[cfg(test)]
+    pub(crate) fn asked(&self) -> std::collections::BTreeSet<String> {
+        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// A canonical rendering of all parameters, for the idempotency fingerprint.
@@ -97,7 +176,7 @@ impl Params {
     /// Takes a string parameter. Numbers and booleans (from JSON) are accepted as their text.
     pub fn str(&mut self, key: &str) -> Result<Option<String>, ApiError> {
         let name = self.name(key);
-        match self.map.remove(key) {
+        match self.take(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => {
                 if s.chars().count() > PARAM_VALUE_CHARS_MAX {
@@ -149,7 +228,7 @@ impl Params {
 
     pub fn amount(&mut self, key: &str) -> Result<Option<Amount>, ApiError> {
         let name = self.name(key);
-        let parsed = match self.map.remove(key) {
+        let parsed = match self.take(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => Amount::parse(&s),
             Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
@@ -233,10 +312,10 @@ impl Params {
     /// Takes a nested object (`card[...]`, `metadata[...]`). An empty string means "unset".
     pub fn object(&mut self, key: &str) -> Result<Option<Params>, ApiError> {
         let name = self.name(key);
-        match self.map.remove(key) {
+        match self.take(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(Some(Params { map: BTreeMap::new(), prefix: Some(name) })),
-            Some(Value::Object(m)) => Ok(Some(Params { map: m.into_iter().collect(), prefix: Some(name) })),
+            Some(Value::String(s)) if s.is_empty() => Ok(Some(self.child(BTreeMap::new(), name))),
+            Some(Value::Object(m)) => Ok(Some(self.child(m.into_iter().collect(), name))),
             Some(_) => Err(ApiError::invalid(
                 "parameter_invalid",
                 &name,
@@ -248,7 +327,7 @@ impl Params {
     /// Takes a list (`a[]=x`, `a[0]=x`, or a JSON array) of strings.
     pub fn list(&mut self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
         let name = self.name(key);
-        let items: Vec<Value> = match self.map.remove(key) {
+        let items: Vec<Value> = match self.take(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Array(a)) => a,
             Some(Value::Object(m)) => {
@@ -277,20 +356,54 @@ impl Params {
             .map(Some)
     }
 
-    /// Takes `metadata` as key/value pairs; an empty `metadata` unsets every existing key
-    /// (the caller passes the existing keys in `existing`).
-    pub fn metadata(&mut self, existing: &paywarden_core::Metadata) -> Result<Vec<(String, String)>, ApiError> {
-        let Some(mut m) = self.object("metadata")? else { return Ok(Vec::new()) };
+    /// Takes `metadata` as sent on an update ([`MetadataPatch`]).
+    pub fn metadata_patch(&mut self) -> Result<MetadataPatch, ApiError> {
+        let Some(mut m) = self.object("metadata")? else { return Ok(MetadataPatch::Keep) };
         if m.map.is_empty() {
-            return Ok(existing.iter().map(|(k, _)| (k.clone(), String::new())).collect());
+            return Ok(MetadataPatch::Clear);
         }
         let keys: Vec<String> = m.map.keys().cloned().collect();
         let mut pairs = Vec::with_capacity(keys.len());
         for k in keys {
-            let v = m.str(&k)?.unwrap_or_default();
+            // The keys are the merchant's, not parameters: taken without recording them.
+            let name = m.name(&k);
+            let v = match m.map.remove(&k) {
+                Some(Value::String(s)) => s,
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                None | Some(Value::Null) => String::new(),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "parameter_invalid_string",
+                        &name,
+                        format!("Invalid string: {name} must be a single value, not a list or an object."),
+                    ))
+                }
+            };
             pairs.push((k, v));
         }
-        Ok(pairs)
+        Ok(MetadataPatch::Set(pairs))
+    }
+
+    /// Takes `metadata` for a new object: checked against Stripe's limits.
+    pub fn metadata_new(&mut self) -> Result<paywarden_core::Metadata, ApiError> {
+        let pairs = self.metadata_patch()?.pairs(&paywarden_core::Metadata::default());
+        paywarden_core::Metadata::from_pairs(pairs).map_err(metadata_error)
+    }
+
+    /// Takes `description`: at most [`DESCRIPTION_CHARS_MAX`] characters; "" is kept (on an
+    /// update it removes the description).
+    pub fn description(&mut self) -> Result<Option<String>, ApiError> {
+        let d = self.str("description")?;
+        if let Some(d) = &d
+            && d.chars().count() > DESCRIPTION_CHARS_MAX {
+                return Err(ApiError::invalid(
+                    "parameter_invalid_string",
+                    "description",
+                    format!("description is too long: at most {DESCRIPTION_CHARS_MAX} characters."),
+                ));
+            }
+        Ok(d)
     }
 
     /// Ends parsing: any parameter not taken is unknown.
@@ -299,6 +412,51 @@ impl Params {
             None => Ok(()),
             Some(k) => Err(ApiError::unknown(&self.name(k))),
         }
+    }
+}
+
+/// Metadata over Stripe's limits: a 400 on `metadata`.
+pub fn metadata_error(e: paywarden_core::MetadataError) -> ApiError {
+    ApiError::invalid("parameter_invalid", "metadata", e.to_string())
+}
+
+/// Stripe's cursor pagination, the query of every list; newest first.
+#[derive(Debug, Clone, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1 to 100, default 10.
+    #[param(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 100)]
+    pub limit: u32,
+    /// An object id of the listed kind: return objects older than it (not with ending_before).
+    #[param(nullable = false, max_length = 255)]
+    pub starting_after: Option<String>,
+    /// An object id of the listed kind: return objects newer than it (not with starting_after).
+    #[param(nullable = false, max_length = 255)]
+    pub ending_before: Option<String>,
+}
+
+impl ListQuery {
+    /// Most objects a list returns; and the default.
+    pub const LIMIT_MAX: i64 = 100;
+    pub const LIMIT_DEFAULT: u32 = 10;
+
+    /// Takes the page parameters; cursors must be ids with `prefix`.
+    pub fn take(p: &mut Params, prefix: &str) -> Result<ListQuery, ApiError> {
+        let limit = p.integer("limit", 1, Self::LIMIT_MAX)?.map_or(Self::LIMIT_DEFAULT, |l| l as u32);
+        let starting_after = p.id("starting_after", prefix)?;
+        let ending_before = p.id("ending_before", prefix)?;
+        if starting_after.is_some() && ending_before.is_some() {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "ending_before",
+                "You may only specify one of these parameters: starting_after, ending_before.",
+            ));
+        }
+        Ok(ListQuery { limit, starting_after, ending_before })
+    }
+
+    pub fn page(&self) -> paywarden_store::Page {
+        paywarden_store::Page { limit: self.limit, starting_after: self.starting_after.clone(), ending_before: self.ending_before.clone() }
     }
 }
 
@@ -379,8 +537,8 @@ mod tests {
         card.finish().unwrap();
         assert_eq!(p.list("types").unwrap().unwrap(), vec!["card", "x"]);
         assert_eq!(p.list("e").unwrap().unwrap(), vec!["a"]);
-        let md = p.metadata(&Default::default()).unwrap();
-        assert_eq!(md, vec![("order".to_string(), "1".to_string())]);
+        let md = p.metadata_patch().unwrap();
+        assert_eq!(md, MetadataPatch::Set(vec![("order".to_string(), "1".to_string())]));
         p.finish().unwrap();
     }
 
