@@ -108,23 +108,38 @@ pub fn theil_sen(xs: &[f64], ys: &[f64], slopes: &mut Vec<f64>) -> Option<f64> {
     median_in_place(slopes)
 }
 
-/// The Theil–Sen slope with Sen's (1968) one-sided lower confidence bound: `(estimate,
-/// lower)`. The bound is the slope of rank `⌊(N − z·√Var S)/2⌋` among the N pairwise slopes, with
-/// Var S = n(n−1)(2n+5)/18 for n points, so the true slope lies above it with the normal
-/// confidence of `z` (1.645: 95 %). `lower` is `None` when the points are too few for that
-/// rank to exist. Noise and a warm-up step spread the pairwise slopes and pull the bound far
-/// below the estimate; a steady leak keeps them together. `slopes` is scratch, as for
+/// A Theil–Sen slope with Sen's (1968) one-sided confidence bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SenSlope {
+    pub estimate: f64,
+    /// The true slope lies above this with the confidence asked for; `None` when the points
+    /// are too few for the rank to exist.
+    pub low: Option<f64>,
+    /// ... and below this, with the same confidence.
+    pub high: Option<f64>,
+}
+
+/// The Theil–Sen slope with Sen's (1968) one-sided confidence bounds. The lower bound is the
+/// slope of rank `⌊(N − z·√Var S)/2⌋` among the N pairwise slopes (0-based, ascending), the
+/// upper one that of rank `⌈(N + z·√Var S)/2⌉ − 1`, with Var S = n(n−1)(2n+5)/18 for n points, so
+/// the true slope lies above the first (below the second) with the normal confidence of `z`
+/// (1.645: 95 %). Noise and a warm-up step spread the pairwise slopes and push both bounds away
+/// from the estimate; a steady slope keeps them together. `slopes` is scratch, as for
 /// [`theil_sen`].
-pub fn theil_sen_with_lower_bound(xs: &[f64], ys: &[f64], z: f64, slopes: &mut Vec<f64>) -> Option<(f64, Option<f64>)> {
+pub fn theil_sen_with_bounds(xs: &[f64], ys: &[f64], z: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
     let estimate = theil_sen(xs, ys, slopes)?;
     let n = xs.len().min(ys.len()) as f64;
     let half_width = z * (n * (n - 1.0) * (2.0 * n + 5.0) / 18.0).sqrt();
     // Finite: a slope exists, so n ≥ 2.
-    let rank = (slopes.len() as f64 - half_width) / 2.0;
-    if rank < 0.0 {
-        return Some((estimate, None));
+    let count = slopes.len() as f64;
+    let low_rank = (count - half_width) / 2.0;
+    if low_rank < 0.0 {
+        return Some(SenSlope { estimate, low: None, high: None });
     }
-    Some((estimate, Some(select(slopes, rank.floor() as usize))))
+    let high_rank = ((count + half_width) / 2.0).ceil() - 1.0;
+    let low = select(slopes, low_rank.floor() as usize);
+    let high = (high_rank < count).then(|| select(slopes, high_rank as usize));
+    Some(SenSlope { estimate, low: Some(low), high })
 }
 
 /// The result of a Mann–Kendall trend test.
@@ -378,25 +393,27 @@ mod tests {
     }
 
     #[test]
-    fn the_lower_bound_is_close_for_a_steady_slope_and_far_for_a_step() {
+    fn the_bounds_are_close_for_a_steady_slope_and_far_for_a_step() {
         let mut scratch = Vec::new();
         // A steady 800 B per request over 60 requests with ±4 KB of jitter.
         let xs: Vec<f64> = (0..60).map(|i| i as f64).collect();
         let jitter = |i: usize| [0.0, 4000.0, -3000.0, 2500.0, -4000.0, 1000.0][i % 6];
         let steady: Vec<f64> = (0..60).map(|i| 800.0 * i as f64 + jitter(i)).collect();
-        let (est, low) = theil_sen_with_lower_bound(&xs, &steady, 1.645, &mut scratch).unwrap();
-        let low = low.unwrap();
+        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &steady, 1.645, &mut scratch).unwrap();
+        let (low, high) = (low.unwrap(), high.unwrap());
         assert!((est - 800.0).abs() < 150.0, "{est}");
         assert!(low > 550.0 && low <= est, "{low} {est}");
+        assert!(high < 1050.0 && high >= est, "{high} {est}");
         // Flat, with one 30-KB step two thirds of the way (a cache filling): the estimate says
         // 571 B per request, the bound only 308.
         let step: Vec<f64> = (0..60).map(|i| if i < 40 { 0.0 } else { 30_000.0 } + jitter(i)).collect();
-        let (est, low) = theil_sen_with_lower_bound(&xs, &step, 1.645, &mut scratch).unwrap();
+        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &step, 1.645, &mut scratch).unwrap();
         assert!(est > 512.0, "{est}");
         assert!(low.unwrap() < 0.6 * est, "{low:?} {est}");
-        // Three points: no rank is far enough below the median for 95 %.
-        assert_eq!(theil_sen_with_lower_bound(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], 1.645, &mut scratch), Some((1.0, None)));
-        assert_eq!(theil_sen_with_lower_bound(&[1.0, 1.0], &[0.0, 5.0], 1.645, &mut scratch), None);
+        assert!(high.unwrap() > 1.2 * est, "{high:?} {est}"); // 714 against 571
+        // Three points: no rank is far enough from the median for 95 %.
+        assert_eq!(theil_sen_with_bounds(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], 1.645, &mut scratch), Some(SenSlope { estimate: 1.0, low: None, high: None }));
+        assert_eq!(theil_sen_with_bounds(&[1.0, 1.0], &[0.0, 5.0], 1.645, &mut scratch), None);
     }
 
     #[test]

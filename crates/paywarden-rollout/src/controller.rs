@@ -998,7 +998,7 @@ impl Controller {
                 samples.append(&sample);
                 self.with_live(|l| l.last_sample = Some(sample));
                 series.observe(cs, bs, cstats.requests as f64, bstats.requests as f64);
-                let (c_growth, b_growth) = (series.canary.growth_with_lower_bound(), series.baseline.growth_with_lower_bound());
+                let (c_growth, b_growth) = (series.canary.growth_with_bounds(), series.baseline.growth_with_bounds());
                 let (c_latencies, b_latencies) = if bw > 0 || shared_latencies.is_none() {
                     shared_latencies = Some((cstats.latencies_ms.clone(), bstats.latencies_ms.clone()));
                     (cstats.latencies_ms, bstats.latencies_ms)
@@ -1009,16 +1009,18 @@ impl Controller {
                     requests: cstats.requests,
                     errors: cstats.errors,
                     latencies_ms: c_latencies,
-                    heap_growth_per_request: c_growth.map(|g| g.0),
-                    heap_growth_per_request_low: c_growth.and_then(|g| g.1),
+                    heap_growth_per_request: c_growth.map(|g| g.estimate),
+                    heap_growth_per_request_low: c_growth.and_then(|g| g.low),
+                    heap_growth_per_request_high: c_growth.and_then(|g| g.high),
                     leak_state: series.canary_leak,
                 };
                 let bw_ = Window {
                     requests: bstats.requests,
                     errors: bstats.errors,
                     latencies_ms: b_latencies,
-                    heap_growth_per_request: b_growth.map(|g| g.0),
-                    heap_growth_per_request_low: b_growth.and_then(|g| g.1),
+                    heap_growth_per_request: b_growth.map(|g| g.estimate),
+                    heap_growth_per_request_low: b_growth.and_then(|g| g.low),
+                    heap_growth_per_request_high: b_growth.and_then(|g| g.high),
                     leak_state: series.baseline_leak,
                 };
                 let verdict = match &schema_change {
@@ -1328,11 +1330,11 @@ impl Points {
     /// request leaves behind. None until 5 points span at least 10 requests.
     #[cfg(test)]
     pub(crate) fn growth_per_request(&self) -> Option<f64> {
-        self.growth_with_lower_bound().map(|(g, _)| g)
+        self.growth_with_bounds().map(|g| g.estimate)
     }
 
-    /// [`Self::growth_per_request`] and its one-sided 99 % lower confidence bound.
-    pub(crate) fn growth_with_lower_bound(&self) -> Option<(f64, Option<f64>)> {
+    /// [`Self::growth_per_request`] and its one-sided 99 % confidence bounds.
+    pub(crate) fn growth_with_bounds(&self) -> Option<memguard::stats::SenSlope> {
         let first = *self.xs.first()?;
         let start = self.xs.iter().position(|x| *x >= first + HEAP_WARMUP_REQUESTS)?;
         let (xs, ys) = (&self.xs[start..], &self.ys[start..]);
@@ -1340,7 +1342,7 @@ impl Points {
             return None;
         }
         let mut scratch = Vec::with_capacity(xs.len() * (xs.len() - 1) / 2);
-        memguard::stats::theil_sen_with_lower_bound(xs, ys, HEAP_GROWTH_Z, &mut scratch)
+        memguard::stats::theil_sen_with_bounds(xs, ys, HEAP_GROWTH_Z, &mut scratch)
     }
 }
 

@@ -257,9 +257,10 @@ impl Side {
             let at = if le.is_finite() { *le } else { largest_finite * 2.0 };
             latencies_ms.extend(std::iter::repeat_n(at * 1000.0, n.min(LATENCY_SAMPLES_MAX - latencies_ms.len())));
         }
-        let growths: Vec<(f64, Option<f64>)> = self.pods.values().filter_map(|p| p.heap.growth_with_lower_bound()).collect();
-        let mut growth: Vec<f64> = growths.iter().map(|g| g.0).collect();
-        let mut lows: Vec<f64> = growths.iter().filter_map(|g| g.1).collect();
+        let growths: Vec<memguard::stats::SenSlope> = self.pods.values().filter_map(|p| p.heap.growth_with_bounds()).collect();
+        let mut growth: Vec<f64> = growths.iter().map(|g| g.estimate).collect();
+        let mut lows: Vec<f64> = growths.iter().filter_map(|g| g.low).collect();
+        let mut highs: Vec<f64> = growths.iter().filter_map(|g| g.high).collect();
         Window {
             requests: requests.round() as u64,
             errors: errors.round() as u64,
@@ -267,6 +268,7 @@ impl Side {
             heap_growth_per_request: memguard::stats::median_in_place(&mut growth),
             // The median pod's bound; none unless every pod with a rate has one.
             heap_growth_per_request_low: if lows.len() == growths.len() { memguard::stats::median_in_place(&mut lows) } else { None },
+            heap_growth_per_request_high: if highs.len() == growths.len() { memguard::stats::median_in_place(&mut highs) } else { None },
             leak_state: self.pods.values().filter_map(|p| p.leak_state).max(),
         }
     }

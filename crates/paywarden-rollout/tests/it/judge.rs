@@ -23,7 +23,7 @@ fn latencies(rng: &mut Rng, n: usize, median_ms: f64) -> Vec<f64> {
 }
 
 fn healthy(rng: &mut Rng) -> Window {
-    Window { requests: 2000, errors: 2, latencies_ms: latencies(rng, 1000, 5.0), heap_growth_per_request: Some(3.0), heap_growth_per_request_low: Some(1.0), leak_state: Some(0) }
+    Window { requests: 2000, errors: 2, latencies_ms: latencies(rng, 1000, 5.0), heap_growth_per_request: Some(3.0), heap_growth_per_request_low: Some(1.0), heap_growth_per_request_high: Some(5.0), leak_state: Some(0) }
 }
 
 fn score_of(v: &paywarden_rollout::Verdict, metric: &str) -> Score {
@@ -46,7 +46,7 @@ fn a_leaking_canary_fails_at_once_whatever_else_says() {
     let mut rng = Rng(2);
     let b = healthy(&mut rng);
     // Even with too little traffic for the other metrics, a leak is a leak.
-    let c = Window { requests: 10, errors: 0, latencies_ms: vec![], heap_growth_per_request: None, heap_growth_per_request_low: None, leak_state: Some(2) };
+    let c = Window { requests: 10, errors: 0, latencies_ms: vec![], heap_growth_per_request: None, heap_growth_per_request_low: None, heap_growth_per_request_high: None, leak_state: Some(2) };
     let v = judge(&c, &b, &JudgeConfig::default());
     assert_eq!(v.score, Score::Fail);
     assert!(v.reason.contains("critical metric leak"), "{}", v.reason);
@@ -111,8 +111,13 @@ fn a_slowdown_within_the_allowance_passes_and_the_strict_test_fails_it() {
 fn extra_heap_per_request_fails() {
     let mut rng = Rng(5);
     let b = healthy(&mut rng);
-    // A steady leak: the lower bound is close to the estimate.
-    let leak = |g: f64, low: f64, rng: &mut Rng| Window { heap_growth_per_request: Some(g), heap_growth_per_request_low: Some(low), ..healthy(rng) };
+    // A steady leak: the bounds are close to the estimate (here symmetric around it).
+    let leak = |g: f64, low: f64, rng: &mut Rng| Window {
+        heap_growth_per_request: Some(g),
+        heap_growth_per_request_low: Some(low),
+        heap_growth_per_request_high: Some(2.0 * g - low),
+        ..healthy(rng)
+    };
     let c = leak(4096.0, 3900.0, &mut rng);
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Fail);
     let c = leak(400.0, 380.0, &mut rng);
@@ -132,11 +137,11 @@ fn a_noisy_estimate_past_the_threshold_is_marginal_until_its_bound_is() {
     // against a baseline that shrank. Its jitter leaves the lower bound far below.
     let mut rng = Rng(8);
     let b = Window { heap_growth_per_request: Some(-20.0), heap_growth_per_request_low: Some(-400.0), ..healthy(&mut rng) };
-    let c = Window { heap_growth_per_request: Some(541.0), heap_growth_per_request_low: Some(90.0), ..healthy(&mut rng) };
+    let c = Window { heap_growth_per_request: Some(541.0), heap_growth_per_request_low: Some(90.0), heap_growth_per_request_high: Some(992.0), ..healthy(&mut rng) };
     let v = judge(&c, &b, &JudgeConfig::default());
     assert_eq!(score_of(&v, "heap_growth_per_request"), Score::Marginal, "{v:#?}");
     let m = v.metrics.iter().find(|m| m.metric == "heap_growth_per_request").unwrap();
-    assert_eq!(m.detail, "canary 541 B/request (at least 90 at 99 %), baseline -20 B/request");
+    assert_eq!(m.detail, "canary 541 B/request (90 to 992 at 99 %), baseline -20 B/request");
     // Too few points for a bound: never a failure on the estimate alone.
     let c = Window { heap_growth_per_request: Some(5000.0), heap_growth_per_request_low: None, ..healthy(&mut rng) };
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Marginal);
@@ -146,14 +151,33 @@ fn a_noisy_estimate_past_the_threshold_is_marginal_until_its_bound_is() {
 }
 
 #[test]
+fn a_leak_not_yet_ruled_out_holds_the_step_instead_of_passing_it() {
+    // A CI run: a 2 KiB-per-payment leak (about 930 B per request), 50 requests into the
+    // first step, its estimate under a warming baseline's; the interval still reaches far up.
+    let mut rng = Rng(9);
+    let b = Window { heap_growth_per_request: Some(900.0), heap_growth_per_request_low: Some(300.0), heap_growth_per_request_high: Some(1500.0), ..healthy(&mut rng) };
+    let wide = Window { heap_growth_per_request: Some(800.0), heap_growth_per_request_low: Some(100.0), heap_growth_per_request_high: Some(1600.0), ..healthy(&mut rng) };
+    let v = judge(&wide, &b, &JudgeConfig::default());
+    assert_eq!(score_of(&v, "heap_growth_per_request"), Score::Marginal, "{v:#?}");
+    // The edge: an upper bound 512 B above the baseline holds the step, a byte less passes.
+    for (high, want) in [(1412.0, Score::Marginal), (1411.0, Score::Pass)] {
+        let c = Window { heap_growth_per_request_high: Some(high), ..wide.clone() };
+        assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), want, "upper bound {high}");
+    }
+    // No upper bound (too few points) is never a pass either.
+    let c = Window { heap_growth_per_request_high: None, ..wide.clone() };
+    assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Marginal);
+}
+
+#[test]
 fn a_shrinking_baseline_is_no_evidence_against_a_flat_canary() {
     let mut rng = Rng(6);
     // Seen on real instances: both freed warm-up memory, the baseline more.
-    let b = Window { heap_growth_per_request: Some(-4460.0), heap_growth_per_request_low: Some(-5000.0), ..healthy(&mut rng) };
-    let c = Window { heap_growth_per_request: Some(-1558.0), heap_growth_per_request_low: Some(-2000.0), ..healthy(&mut rng) };
+    let b = Window { heap_growth_per_request: Some(-4460.0), heap_growth_per_request_low: Some(-5000.0), heap_growth_per_request_high: Some(-3900.0), ..healthy(&mut rng) };
+    let c = Window { heap_growth_per_request: Some(-1558.0), heap_growth_per_request_low: Some(-2000.0), heap_growth_per_request_high: Some(-1100.0), ..healthy(&mut rng) };
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Pass);
     // ... but a canary that grows is judged against zero, not against the shrinking baseline.
-    let c = Window { heap_growth_per_request: Some(1500.0), heap_growth_per_request_low: Some(1200.0), ..healthy(&mut rng) };
+    let c = Window { heap_growth_per_request: Some(1500.0), heap_growth_per_request_low: Some(1200.0), heap_growth_per_request_high: Some(1800.0), ..healthy(&mut rng) };
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Fail);
 }
 
