@@ -108,6 +108,10 @@ pub struct LoadFigures {
     pub errors: u64,
     /// Payments whose final state did not match what their flow expected.
     pub checks_mismatched: u64,
+    /// The reads that checked each payment's final state after the run: not part of the
+    /// offered load, so neither in `requests` nor in its rate.
+    pub verification_requests: u64,
+    pub verification_errors: u64,
 }
 
 /// One pass/fail line of the scorecard.
@@ -241,7 +245,9 @@ pub fn render_text(s: &Scorecard) -> String {
     row(&mut o, "traffic exposed", format!("about {:.0} %", y::USERS_AFFECTED_PCT), format!("{:.2} %", s.traffic_exposed_pct));
     row(&mut o, "payments failed", "most, for 3 h 45 min".into(), s.payments_failed.to_string());
     let _ = writeln!(o, "\nroot cause: {}", s.root_cause_detail);
-    let _ = writeln!(o, "load: {:.0} payments/s offered, {} requests ({:.0}/s), {} errors", s.load.rate, s.load.requests, s.load.requests_per_second, s.load.errors);
+    let l = &s.load;
+    let _ = writeln!(o, "load: {:.0} payments/s offered, {} requests ({:.0}/s), {} errors", l.rate, l.requests, l.requests_per_second, l.errors);
+    let _ = writeln!(o, "verification: {} reads of the payments' final state, {} errors", l.verification_requests, l.verification_errors);
     for c in &s.checks {
         let _ = writeln!(o, "  [{}] {}: {}", if c.passed { "pass" } else { "FAIL" }, c.name, c.detail);
     }

@@ -305,6 +305,8 @@ async fn run(a: &DrillArgs, sc: &'static Scenario, up: &Up, token: &str, body: V
         requests_per_second: summary.requests_per_second,
         errors: summary.errors_total,
         checks_mismatched: summary.checks_mismatched,
+        verification_requests: summary.verification.requests,
+        verification_errors: summary.verification.errors,
     };
     let mut card = scorecard::score(sc, &review, figures, a.manual);
     if drill_rolled_back {

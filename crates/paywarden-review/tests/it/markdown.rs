@@ -65,7 +65,7 @@ fn times_name_their_zone_once() {
 }
 
 fn quiet_load() -> LoadFigures {
-    LoadFigures { rate: 200.0, duration_s: 20.0, requests: 9000, requests_per_second: 440.0, errors: 0, checks_mismatched: 0 }
+    LoadFigures { rate: 200.0, duration_s: 20.0, requests: 9000, requests_per_second: 440.0, errors: 0, checks_mismatched: 0, verification_requests: 4000, verification_errors: 0 }
 }
 
 #[test]
@@ -143,6 +143,8 @@ fn the_scorecard_passes_the_recorded_drills_and_fails_what_breaks_a_limit() {
     assert!(!score(aug12, &good, quiet_load(), false).passed);
     let text = paywarden_review::scorecard::render_text(&score(aug12, &r, quiet_load(), false));
     assert!(text.contains("2024-08-12") && text.contains("3 h 15 min") && text.contains("drill passed"), "{text}");
+    // The offered load and the verification reads after it, apart (issue 20).
+    assert!(text.contains("9000 requests (440/s), 0 errors\nverification: 4000 reads of the payments' final state, 0 errors"), "{text}");
 }
 
 #[test]
