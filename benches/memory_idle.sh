@@ -53,17 +53,17 @@ metric() {  # $1: url, $2: metric name; prints MB
   curl -sf "$1/metrics" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {printf "%.1f", $2 / 1e6; exit}'
 }
 mem() { echo "$(metric "$1" process_resident_memory_bytes) $(metric "$1" paywarden_heap_allocated_bytes)"; }
-load() {  # $1: url, $2: key, $3: out dir; in the background for LOAD_S seconds
+load() {  # $1: url, $2: key, $3: out dir; in the background for LOAD_S seconds; sets LOAD_PID
   $BIN load --target "$1" --key "$2" --scenario payments --rate "$RATE" --duration "${LOAD_S}s" --no-memory --threads 1 --out "$3" >/dev/null 2>&1 &
-  echo $!
+  LOAD_PID=$!
 }
 loaded() {  # $1: name; prints "rss heap" one second before the load ends
-  local url key l
+  local url key
   url=$(eval echo "\$URL_$1"); key=$(eval echo "\$KEY_$1")
-  l=$(load "$url" "$key" "$WORK/$1/load")
+  load "$url" "$key" "$WORK/$1/load"
   sleep $((LOAD_S - 1))
   mem "$url"
-  wait "$l" || true
+  wait "$LOAD_PID" || true
 }
 
 ROWS=()
@@ -80,7 +80,7 @@ for round in $(seq "$ROUNDS"); do
 
   start leak PAYWARDEN_BENCH=1 --fault leak=4096
   curl -sf -X POST -H "Authorization: Bearer $TOKEN" "$URL_leak/admin/memory/profile/reference" >/dev/null
-  l=$(load "$URL_leak" "$KEY_leak" "$WORK/leak/load"); wait "$l" || true
+  load "$URL_leak" "$KEY_leak" "$WORK/leak/load"; wait "$LOAD_PID" || true
   read -r pre_rss pre_heap <<<"$(mem "$URL_leak")"
   t0=$(date +%s.%N)
   curl -sf -H "Authorization: Bearer $TOKEN" "$URL_leak/admin/memory/profile/diff" >"$WORK/diff.json"

@@ -1,5 +1,10 @@
 //! Who is calling: a merchant by its secret key (stored only as its SHA-256, looked up through
 //! a bounded cache), or the operator by the admin token (compared in constant time).
+//!
+//! A merchant also has a publishable key (`pk_test_...`), for a browser: it can do only what
+//! Stripe.js does, and an operation says whether it takes one ([`crate::pipeline::WriteOp::PUBLISHABLE`]):
+//! create a PaymentMethod from card fields, and retrieve or confirm one PaymentIntent given its
+//! client secret. Anything else with it is a 401 with Stripe's message.
 
 use std::time::Instant;
 
@@ -26,15 +31,49 @@ pub fn new_secret_key() -> String {
     format!("sk_test_{tail}")
 }
 
+/// A new publishable key for the test mode: `pk_test_` and 48 random alphanumerics. Not a
+/// secret (it goes into a web page), stored only as its hash all the same.
+pub fn new_publishable_key() -> String {
+    let tail: String = rand::rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect();
+    format!("pk_test_{tail}")
+}
+
+/// The merchant a request acts for, and whether it came with the publishable key.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) merchant: Merchant,
+    pub(crate) publishable: bool,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Merchant;
+
+    fn deref(&self) -> &Merchant {
+        &self.merchant
+    }
+}
+
 impl App {
-    /// The merchant whose secret key the request carries, or a 401.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Merchant, ApiError> {
+    /// The merchant whose key the request carries, or a 401: a secret key, or the publishable
+    /// key where `publishable_ok` (the operation is one a browser makes).
+    pub(crate) async fn authenticate(&self, headers: &HeaderMap, publishable_ok: bool) -> Result<Caller, ApiError> {
         let key = extract_key(headers)?;
         let redacted = redact_key(&key);
-        if !key.starts_with("sk_test_") || key.len() > KEY_CHARS_MAX {
+        let publishable = key.starts_with("pk_test_");
+        if !(key.starts_with("sk_test_") || publishable) || key.len() > KEY_CHARS_MAX {
             return Err(ApiError::unauthorized(format!("Invalid API Key provided: {redacted}")));
         }
-        let hash = hash_key(&key);
+        let merchant = self.merchant_by_key(&key, &redacted).await?;
+        if publishable && !publishable_ok {
+            return Err(ApiError::unauthorized(
+                "This API call cannot be made with a publishable API key. Please use a secret API key (sk_test_...): a publishable key can only create PaymentMethods and retrieve or confirm a PaymentIntent with its client_secret.",
+            ));
+        }
+        Ok(Caller { merchant, publishable })
+    }
+
+    async fn merchant_by_key(&self, key: &str, redacted: &str) -> Result<Merchant, ApiError> {
+        let hash = hash_key(key);
         if let Ok(cache) = self.keys.lock()
             && let Some((m, at)) = cache.get(&hash)
                 && at.elapsed() < self.cfg.api_key_cache_ttl {
@@ -99,6 +138,6 @@ fn extract_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 fn redact_key(key: &str) -> String {
     let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-    let head = if key.starts_with("sk_test_") { "sk_test_" } else { "" };
+    let head = ["sk_test_", "pk_test_"].into_iter().find(|p| key.starts_with(p)).unwrap_or("");
     format!("{head}****{tail}")
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use paywarden_store::Merchant;
 
 use crate::openapi::ErrorEnvelope;
 use crate::params::NoParams;
+use crate::auth::Caller;
 use crate::pipeline::{json, with_id, ReadOp};
 use crate::wire::{self, ChargeObject};
 use crate::{ApiError, App};
@@ -20,7 +20,7 @@ struct Retrieve(String);
 impl ReadOp for Retrieve {
     type Query = NoParams;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
         let c = app.store.charge(&m.id, &self.0).await.map_err(ApiError::internal)?;
         Ok(json(&wire::charge(&c.ok_or_else(|| ApiError::no_such("charge", &self.0, None))?)))
     }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use paywarden_store::Merchant;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::list_error;
 use crate::openapi::ErrorEnvelope;
 use crate::params::{FromParams, ListQuery, NoParams, Params};
+use crate::auth::Caller;
 use crate::pipeline::{json, with_id, ReadOp};
 use crate::webhook_endpoints::WebhookDeliveryObject;
 use crate::wire::ListObject;
@@ -75,7 +75,7 @@ struct Retrieve(String);
 impl ReadOp for Retrieve {
     type Query = NoParams;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
         let id = &self.0;
         let e = app.store.event(&m.id, id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::no_such("event", id, None))?;
         let attempts = app.store.deliveries(&m.id, Some(id), None, ATTEMPTS_SHOWN_MAX).await.map_err(ApiError::internal)?;
@@ -99,7 +99,7 @@ struct List;
 impl ReadOp for List {
     type Query = ListEventsQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListEventsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListEventsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_events(&m.id, q.kind.as_deref(), &q.page.page()).await.map_err(list_error(&q.page))?;
         let data: Vec<serde_json::Value> = r.data.iter().filter_map(|e| serde_json::from_str(&e.json).ok()).collect();
         Ok(json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path})))

@@ -109,7 +109,7 @@ impl App {
             ));
         }
         let status = StatusCode::from_u16(rec.status).map_err(ApiError::internal)?;
-        let body = webhooks::with_secret(rec.body, &self.cfg.webhook_key);
+        let body = crate::payment_intents::restore_client_secrets(self, webhooks::with_secret(rec.body, &self.cfg.webhook_key));
         Ok(Some(respond(status, body, true)))
     }
 }

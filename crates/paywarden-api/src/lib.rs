@@ -49,7 +49,7 @@ mod webhook_endpoints;
 pub mod webhooks;
 pub mod wire;
 
-pub use auth::{hash_key, new_secret_key};
+pub use auth::{hash_key, new_publishable_key, new_secret_key};
 pub use error::{ApiError, ErrorType};
 pub use idempotency::IDEMPOTENCY_KEY_CHARS_MAX;
 
@@ -84,8 +84,9 @@ pub struct ApiConfig {
     pub memory_metrics: bool,
     /// Bearer token for `/admin/*`; with none, the admin endpoints are off (404).
     pub admin_token: Option<String>,
-    /// The key webhook endpoints' signing secrets are derived from (`serve` keeps one per data
-    /// dir; the default is random, for tests).
+    /// The key the secrets paywarden hands out are derived from: webhook endpoints' signing
+    /// secrets and PaymentIntents' client secrets, so neither is stored (`serve` keeps one per
+    /// data dir, `webhook.key`; replicas share copies; the default is random, for tests).
     pub webhook_key: [u8; 32],
 }
 
@@ -276,9 +277,29 @@ impl App {
     }
 }
 
+/// What a browser may call with the publishable key gets CORS headers: any origin (the key,
+/// not a cookie, authenticates), the methods and headers Stripe.js sends. Nothing else does.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key"), HeaderName::from_static("stripe-version")])
+        .max_age(Duration::from_secs(600))
+}
+
 /// The whole API as an axum router.
 pub fn router(app: Arc<App>) -> Router {
+    // The operations a publishable key may call, each with its CORS headers.
+    let browser = Router::new()
+        .route("/v1/payment_methods", post(payment_methods::create).get(payment_methods::list))
+        .route("/v1/payment_intents/{id}", post(payment_intents::update).get(payment_intents::retrieve))
+        .route("/v1/payment_intents/{id}/confirm", post(payment_intents::confirm))
+        // Set here, under the CORS layer, so a preflight (OPTIONS) reaches it.
+        .method_not_allowed_fallback(pipeline::fallback)
+        .layer(cors());
     Router::new()
+        .merge(browser)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -288,11 +309,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/memory/profile/reference", post(ops::mark_heap))
         .route("/admin/memory/profile/diff", get(ops::heap_diff))
         .route("/v1/openapi.json", get(openapi::serve))
-        .route("/v1/payment_methods", post(payment_methods::create).get(payment_methods::list))
         .route("/v1/payment_methods/{id}", get(payment_methods::retrieve))
         .route("/v1/payment_intents", post(payment_intents::create).get(payment_intents::list))
-        .route("/v1/payment_intents/{id}", post(payment_intents::update).get(payment_intents::retrieve))
-        .route("/v1/payment_intents/{id}/confirm", post(payment_intents::confirm))
         .route("/v1/payment_intents/{id}/capture", post(payment_intents::capture))
         .route("/v1/payment_intents/{id}/cancel", post(payment_intents::cancel))
         .route("/v1/charges/{id}", get(charges::retrieve))

@@ -130,6 +130,12 @@ impl Modify for Conventions {
             ),
         );
         components.add_security_scheme(
+            PUBLISHABLE_KEY,
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A merchant's publishable key, for a browser: Authorization: Bearer pk_test_...; retrieving or confirming a PaymentIntent with it needs the intent's client_secret")).build(),
+            ),
+        );
+        components.add_security_scheme(
             ADMIN_TOKEN,
             SecurityScheme::Http(
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("The token given to serve --admin-token (or PAYWARDEN_ADMIN_TOKEN); merchant keys never work here")).build(),
@@ -147,10 +153,14 @@ impl Modify for Conventions {
                 if !merchant {
                     continue;
                 }
-                op.security = Some(vec![
+                let mut schemes = vec![
                     SecurityRequirement::new(SECRET_KEY, Vec::<String>::new()),
                     SecurityRequirement::new(SECRET_KEY_BASIC, Vec::<String>::new()),
-                ]);
+                ];
+                if op.operation_id.as_deref().is_some_and(|id| BROWSER_OPERATIONS.contains(&id)) {
+                    schemes.push(SecurityRequirement::new(PUBLISHABLE_KEY, Vec::<String>::new()));
+                }
+                op.security = Some(schemes);
                 let mut errors = vec![
                     ("400", "Invalid parameters: the error names the one to change"),
                     ("401", "No key, or not a valid secret key"),
@@ -195,6 +205,9 @@ impl Modify for Conventions {
 const SECRET_KEY: &str = "secret_key";
 const SECRET_KEY_BASIC: &str = "secret_key_basic";
 const ADMIN_TOKEN: &str = "admin_token";
+const PUBLISHABLE_KEY: &str = "publishable_key";
+/// The operations a publishable key may call (each is `PUBLISHABLE` in its module).
+const BROWSER_OPERATIONS: &[&str] = &["create_payment_method", "retrieve_payment_intent", "confirm_payment_intent"];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -342,7 +355,7 @@ mod tests {
         ("get", "/v1/payment_methods/{id}", asked::<NoParams>, ""),
         ("post", "/v1/payment_intents", asked::<payment_intents::CreatePaymentIntentParams>, "amount=100&currency=usd&automatic_payment_methods[enabled]=true"),
         ("get", "/v1/payment_intents", asked::<payment_intents::ListPaymentIntentsQuery>, ""),
-        ("get", "/v1/payment_intents/{id}", asked::<NoParams>, ""),
+        ("get", "/v1/payment_intents/{id}", asked::<payment_intents::RetrievePaymentIntentQuery>, ""),
         ("post", "/v1/payment_intents/{id}", asked::<payment_intents::UpdatePaymentIntentParams>, ""),
         ("post", "/v1/payment_intents/{id}/confirm", asked::<payment_intents::ConfirmPaymentIntentParams>, ""),
         ("post", "/v1/payment_intents/{id}/capture", asked::<payment_intents::CapturePaymentIntentParams>, ""),

@@ -16,12 +16,16 @@ use utoipa::ToSchema;
 
 use crate::error::{acquirer_error, list_error, state_error};
 use crate::openapi::{currency_param, metadata_param, ErrorEnvelope, FORM};
-use crate::params::{FromParams, ListQuery, MetadataPatch, NoParams, Params};
+use crate::params::{FromParams, ListQuery, MetadataPatch, Params};
 use crate::payment_methods::PaymentMethodType;
+use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
 use crate::wire::{self, ListObject, PaymentIntentObject};
 use crate::{new_id, ApiError, App, ErrorType};
+
+/// What separates an intent's id from its client secret's tail.
+const SECRET_MARK: &[u8] = b"_secret_";
 
 /// When the funds move: at confirmation (automatic, automatic_async) or on a later capture (manual).
 // Documents the values; the parsed value is the core's own type.
@@ -180,11 +184,15 @@ pub struct ConfirmPaymentIntentParams {
     /// Needed unless the intent already has one.
     #[schema(nullable = false, pattern = "^(pm_[A-Za-z0-9_]*)?$", max_length = 255, example = "pm_card_visa")]
     pub payment_method: Option<String>,
+    /// The intent's client_secret: needed with a publishable key (a browser confirming), checked
+    /// with a secret key.
+    #[schema(nullable = false, max_length = 255)]
+    pub client_secret: Option<String>,
 }
 
 impl FromParams for ConfirmPaymentIntentParams {
     fn from_params(p: &mut Params) -> Result<Self, ApiError> {
-        Ok(ConfirmPaymentIntentParams { payment_method: p.id("payment_method", "pm_")? })
+        Ok(ConfirmPaymentIntentParams { payment_method: p.id("payment_method", "pm_")?, client_secret: p.str("client_secret")? })
     }
 }
 
@@ -238,7 +246,52 @@ impl FromParams for ListPaymentIntentsQuery {
     }
 }
 
+/// Alphanumerics after `_secret_` in a client secret.
+pub const CLIENT_SECRET_TAIL_CHARS: usize = 24;
+
 impl App {
+    /// A PaymentIntent's client secret, `{id}_secret_` and [`CLIENT_SECRET_TAIL_CHARS`]
+    /// alphanumerics: an HMAC of the id under the data dir's secret key, so nothing is stored
+    /// and every instance with a copy of the key derives the same one.
+    pub(crate) fn client_secret(&self, id: &str) -> String {
+        use hmac::{Hmac, Mac};
+        const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cfg.webhook_key).expect("HMAC takes any key length");
+        mac.update(b"paywarden client_secret v1\0");
+        mac.update(id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let tail: String = digest.iter().take(CLIENT_SECRET_TAIL_CHARS).map(|b| DIGITS[(*b % 62) as usize] as char).collect();
+        format!("{id}_secret_{tail}")
+    }
+
+    /// The intent as the API shows it: its wire object with its client secret.
+    pub(crate) fn intent_object(&self, pi: &PaymentIntent) -> PaymentIntentObject {
+        let mut o = wire::payment_intent(pi);
+        o.client_secret = Some(self.client_secret(&pi.id));
+        o
+    }
+
+    /// A publishable key acts on an intent only with its client secret; a secret key may send
+    /// one too, and then it must match. Compared in constant time.
+    fn check_client_secret(&self, caller: &Caller, id: &str, given: Option<&str>) -> Result<(), ApiError> {
+        let Some(given) = given else {
+            return match caller.publishable {
+                false => Ok(()),
+                true => Err(ApiError::missing("client_secret")),
+            };
+        };
+        let want = self.client_secret(id);
+        let same = given.len() == want.len() && bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()));
+        if same {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            "parameter_invalid",
+            "client_secret",
+            format!("The client_secret provided does not match the client_secret of the PaymentIntent {}; send the client_secret it was created with.", crate::error::truncate(id, 64)),
+        ))
+    }
+
     pub(crate) async fn load_intent(&self, m: &Merchant, id: &str) -> Result<PaymentIntent, ApiError> {
         self.store
             .payment_intent(&m.id, id)
@@ -271,7 +324,7 @@ impl App {
             .await
             .map_err(acquirer_error)?;
         let confirmed = pi.confirm(&pm.id, outcome, charge_id, now).map_err(state_error)?;
-        let object = wire::payment_intent(&confirmed.intent);
+        let object = self.intent_object(&confirmed.intent);
         let declined = confirmed.declined().cloned();
         batch.push(if insert { Write::InsertIntent(confirmed.intent.clone()) } else { Write::UpdateIntent(confirmed.intent.clone()) });
         batch.push(Write::Charge(confirmed.charge.clone()));
@@ -299,7 +352,7 @@ impl WriteOp for Create {
     type Params = CreatePaymentIntentParams;
     const PAYMENT: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CreatePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CreatePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
         let mut batch = WriteBatch::new();
         let pm = match &p.payment_method {
             Some(id) => Some(app.resolve_payment_method(m, id, now, &mut batch).await?),
@@ -320,7 +373,7 @@ impl WriteOp for Create {
             (true, Some(pm)) => app.authorize(intent, &pm, now, batch, true).await,
             _ => {
                 batch.push(Write::InsertIntent(intent.clone()));
-                Ok(Outcome::ok(&wire::payment_intent(&intent), batch))
+                Ok(Outcome::ok(&app.intent_object(&intent), batch))
             }
         }
     }
@@ -339,7 +392,7 @@ impl WriteOp for Update {
     type Params = UpdatePaymentIntentParams;
     const PAYMENT: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, p: UpdatePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: UpdatePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
         let _lock = app.lock_for(&self.0).lock().await;
         let pi = app.load_intent(m, &self.0).await?;
         let metadata = p.metadata.pairs(&pi.metadata);
@@ -351,7 +404,7 @@ impl WriteOp for Update {
         let update = IntentUpdate { amount: p.amount, currency: p.currency, capture_method: p.capture_method, payment_method, description: p.description, metadata };
         let next = pi.update(update).map_err(state_error)?;
         batch.push(Write::UpdateIntent(next.clone()));
-        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+        Ok(Outcome::ok(&app.intent_object(&next), batch))
     }
 }
 
@@ -368,8 +421,10 @@ impl WriteOp for Confirm {
     type Params = ConfirmPaymentIntentParams;
     const PAYMENT: bool = true;
     const EVENTS: EventSource = EventSource::IntentChange;
+    const PUBLISHABLE: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, p: ConfirmPaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: ConfirmPaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+        app.check_client_secret(m, &self.0, p.client_secret.as_deref())?;
         let _lock = app.lock_for(&self.0).lock().await;
         let pi = app.load_intent(m, &self.0).await?;
         let target = pi.confirm_target(p.payment_method.as_deref()).map_err(state_error)?.to_string();
@@ -393,7 +448,7 @@ impl WriteOp for Capture {
     const PAYMENT: bool = true;
     const EVENTS: EventSource = EventSource::IntentChange;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CapturePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CapturePaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
         let _lock = app.lock_for(&self.0).lock().await;
         let pi = app.load_intent(m, &self.0).await?;
         pi.can_capture().map_err(state_error)?;
@@ -403,7 +458,7 @@ impl WriteOp for Capture {
         app.acquirer.capture(&auth, charge.amount_captured, pi.currency).await.map_err(acquirer_error)?;
         let mut batch = WriteBatch::new();
         batch.push(Write::UpdateIntent(next.clone())).push(Write::Charge(charge)).push(Write::Postings(postings));
-        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+        Ok(Outcome::ok(&app.intent_object(&next), batch))
     }
 }
 
@@ -421,7 +476,7 @@ impl WriteOp for Cancel {
     const PAYMENT: bool = true;
     const EVENTS: EventSource = EventSource::IntentChange;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CancelPaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CancelPaymentIntentParams, now: i64) -> Result<Outcome, ApiError> {
         let _lock = app.lock_for(&self.0).lock().await;
         let pi = app.load_intent(m, &self.0).await?;
         let charge = app.load_latest_charge(m, &pi).await?;
@@ -435,7 +490,7 @@ impl WriteOp for Cancel {
         if !postings.is_empty() {
             batch.push(Write::Postings(postings));
         }
-        Ok(Outcome::ok(&wire::payment_intent(&next), batch))
+        Ok(Outcome::ok(&app.intent_object(&next), batch))
     }
 }
 
@@ -445,18 +500,31 @@ pub(crate) async fn cancel(State(app): State<Arc<App>>, id: Result<Path<String>,
     with_id(id, |id| app.post(Cancel(id), req)).await
 }
 
+/// `GET /v1/payment_intents/{id}`: with a publishable key, the intent's client secret.
+pub struct RetrievePaymentIntentQuery {
+    pub client_secret: Option<String>,
+}
+
+impl FromParams for RetrievePaymentIntentQuery {
+    fn from_params(p: &mut Params) -> Result<Self, ApiError> {
+        Ok(RetrievePaymentIntentQuery { client_secret: p.str("client_secret")? })
+    }
+}
+
 struct Retrieve(String);
 
 #[async_trait::async_trait]
 impl ReadOp for Retrieve {
-    type Query = NoParams;
+    type Query = RetrievePaymentIntentQuery;
+    const PUBLISHABLE: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
-        Ok(json(&wire::payment_intent(&app.load_intent(m, &self.0).await?)))
+    async fn run(&self, app: &App, m: &Caller, q: RetrievePaymentIntentQuery, _: &str) -> Result<Vec<u8>, ApiError> {
+        app.check_client_secret(m, &self.0, q.client_secret.as_deref())?;
+        Ok(json(&app.intent_object(&app.load_intent(m, &self.0).await?)))
     }
 }
 
-#[utoipa::path(get, path = "/v1/payment_intents/{id}", operation_id = "retrieve_payment_intent", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", operation_id = "retrieve_payment_intent", params(("id" = String, Path), ("client_secret" = Option<String>, Query, nullable = false, max_length = 255, description = "The intent's client_secret: needed with a publishable key, checked with a secret key")),
     responses((status = 200, body = PaymentIntentObject), (status = 404, body = ErrorEnvelope)))]
 pub(crate) async fn retrieve(State(app): State<Arc<App>>, id: Result<Path<String>, PathRejection>, req: Request) -> Response {
     with_id(id, |id| app.get(Retrieve(id), req)).await
@@ -468,9 +536,9 @@ struct List;
 impl ReadOp for List {
     type Query = ListPaymentIntentsQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListPaymentIntentsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListPaymentIntentsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_payment_intents(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
-        Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::payment_intent).collect(), has_more: r.has_more, url: path.to_string() }))
+        Ok(json(&ListObject { object: "list", data: r.data.iter().map(|pi| app.intent_object(pi)).collect(), has_more: r.has_more, url: path.to_string() }))
     }
 }
 
@@ -478,4 +546,57 @@ impl ReadOp for List {
     responses((status = 200, body = ListObject<PaymentIntentObject>, links(("RetrieveNewestIntent" = (operation_id = "retrieve_payment_intent", parameters(("id" = "$response.body#/data/0/id")))))), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list(State(app): State<Arc<App>>, req: Request) -> Response {
     app.get(List, req).await
+}
+
+/// A response as stored for idempotent replay: every client secret's tail masked (a secret is
+/// never stored; [`restore_client_secrets`] derives it again). Byte for byte otherwise, so a
+/// replay is the first response exactly.
+pub(crate) fn strip_client_secrets(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for tail in secret_tails(body) {
+        out[tail].fill(MASK);
+    }
+    out
+}
+
+/// A replayed response: each masked client secret derived again.
+pub(crate) fn restore_client_secrets(app: &App, mut body: Vec<u8>) -> Vec<u8> {
+    for tail in secret_tails(&body) {
+        if body[tail.clone()].iter().all(|b| *b == MASK) {
+            let id_start = tail.start - SECRET_MARK.len();
+            let id = (find(&body[..id_start], VALUE_MARK).map(|at| at + VALUE_MARK.len())).and_then(|from| std::str::from_utf8(&body[from..id_start]).ok()).map(str::to_string);
+            if let Some(id) = id {
+                let secret = app.client_secret(&id);
+                body[tail.clone()].copy_from_slice(&secret.as_bytes()[secret.len() - CLIENT_SECRET_TAIL_CHARS..]);
+            }
+        }
+    }
+    body
+}
+
+/// What a stored client secret's tail is made of.
+const MASK: u8 = b'*';
+/// Where a client secret's value begins in a serialized object.
+const VALUE_MARK: &[u8] = b"\"client_secret\":\"";
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The byte ranges of the client secrets' tails in a serialized body.
+fn secret_tails(body: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = body[from..].windows(VALUE_MARK.len()).position(|w| w == VALUE_MARK) {
+        let value = from + at + VALUE_MARK.len();
+        let Some(end) = body[value..].iter().position(|b| *b == b'"').map(|e| value + e) else { break };
+        if let Some(mark) = body[value..end].windows(SECRET_MARK.len()).position(|w| w == SECRET_MARK) {
+            let tail = value + mark + SECRET_MARK.len();
+            if end - tail == CLIENT_SECRET_TAIL_CHARS {
+                out.push(tail..end);
+            }
+        }
+        from = end;
+    }
+    out
 }

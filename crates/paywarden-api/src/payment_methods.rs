@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::error::{card_error, list_error};
 use crate::openapi::{metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, NoParams, Params};
+use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
 use crate::wire::{self, ListObject, PaymentMethodObject};
 use crate::{new_id, ApiError, App};
@@ -113,8 +114,9 @@ struct Create;
 #[async_trait::async_trait]
 impl WriteOp for Create {
     type Params = CreatePaymentMethodParams;
+    const PUBLISHABLE: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CreatePaymentMethodParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CreatePaymentMethodParams, now: i64) -> Result<Outcome, ApiError> {
         let CardParams { number, exp_month, exp_year, cvc } = p.card;
         let input = CardInput::parse(&number, &exp_month, &exp_year, cvc.as_deref()).map_err(card_error)?;
         drop((number, cvc));
@@ -138,7 +140,7 @@ struct Retrieve(String);
 impl ReadOp for Retrieve {
     type Query = NoParams;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
         let pm = app.store.payment_method(&m.id, &self.0).await.map_err(ApiError::internal)?;
         Ok(json(&wire::payment_method(&pm.ok_or_else(|| ApiError::no_such("PaymentMethod", &self.0, None))?)))
     }
@@ -156,7 +158,7 @@ struct List;
 impl ReadOp for List {
     type Query = ListPaymentMethodsQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListPaymentMethodsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListPaymentMethodsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_payment_methods(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
         Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::payment_method).collect(), has_more: r.has_more, url: path.to_string() }))
     }

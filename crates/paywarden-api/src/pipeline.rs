@@ -19,9 +19,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use paywarden_store::{ConflictKind, IdempotencyRecord, Merchant, Write, WriteBatch, WriteError};
+use paywarden_store::{ConflictKind, IdempotencyRecord, Write, WriteBatch, WriteError};
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::idempotency::{fingerprint, idempotency_key, InFlight};
 use crate::params::{parse, FromParams, Params};
 use crate::{error, metrics, new_id, now, webhooks, ApiError, App, ErrorType};
@@ -65,17 +66,21 @@ pub(crate) trait WriteOp: Send + Sync {
     const EVENTS: webhooks::EventSource = webhooks::EventSource::Other;
     /// The response carries a secret that is derived again on replay, never stored.
     const SECRET_IN_RESPONSE: bool = false;
+    /// A browser may call it with the publishable key ([`crate::auth`]).
+    const PUBLISHABLE: bool = false;
 
-    async fn run(&self, app: &App, m: &Merchant, p: Self::Params, now: i64) -> Result<Outcome, ApiError>;
+    async fn run(&self, app: &App, m: &Caller, p: Self::Params, now: i64) -> Result<Outcome, ApiError>;
 }
 
 /// One GET operation: its typed query and the object it answers with.
 #[async_trait::async_trait]
 pub(crate) trait ReadOp: Send + Sync {
     type Query: FromParams + Send;
+    /// A browser may call it with the publishable key ([`crate::auth`]).
+    const PUBLISHABLE: bool = false;
 
     /// The response body; `path` is the list's `url`.
-    async fn run(&self, app: &App, m: &Merchant, q: Self::Query, path: &str) -> Result<Vec<u8>, ApiError>;
+    async fn run(&self, app: &App, m: &Caller, q: Self::Query, path: &str) -> Result<Vec<u8>, ApiError>;
 }
 
 /// The body, whole, within `limit` and `timeout`.
@@ -136,7 +141,7 @@ impl App {
 
     async fn post_inner<O: WriteOp>(&self, op: &O, req: Request) -> Result<Response, ApiError> {
         let (parts, body) = req.into_parts();
-        let merchant = self.authenticate(&parts.headers).await?;
+        let merchant = self.authenticate(&parts.headers, O::PUBLISHABLE).await?;
         if O::PAYMENT && self.faults.before_payment_request().await {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,7 +184,7 @@ impl App {
                         request_hash: fingerprint,
                         status: out.status.as_u16(),
                         // A new endpoint's secret is never stored: a replay derives it again.
-                        body: if O::SECRET_IN_RESPONSE { webhooks::without_secret(&out.body) } else { out.body.clone() },
+                        body: if O::SECRET_IN_RESPONSE { webhooks::without_secret(&out.body) } else { crate::payment_intents::strip_client_secrets(&out.body) },
                         created: now,
                     },
                     replaces_before: now - self.cfg.idempotency_ttl_s,
@@ -222,7 +227,7 @@ impl App {
     pub(crate) async fn get<O: ReadOp>(self: Arc<Self>, op: O, req: Request) -> Response {
         let run = async {
             let (parts, _) = req.into_parts();
-            let m = self.authenticate(&parts.headers).await?;
+            let m = self.authenticate(&parts.headers, O::PUBLISHABLE).await?;
             let q = parse::<O::Query>(Params::from_form(parts.uri.query().unwrap_or_default().as_bytes())?)?;
             op.run(&self, &m, q, parts.uri.path()).await
         };

@@ -7,12 +7,13 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use paywarden_core::{Amount, Metadata};
-use paywarden_store::{Merchant, Write, WriteBatch};
+use paywarden_store::{Write, WriteBatch};
 use utoipa::ToSchema;
 
 use crate::error::{acquirer_error, list_error, state_error};
 use crate::openapi::{metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, NoParams, Params};
+use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
 use crate::wire::{self, ListObject, RefundObject};
@@ -81,7 +82,7 @@ impl WriteOp for Create {
     type Params = CreateRefundParams;
     const EVENTS: EventSource = EventSource::Refund;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CreateRefundParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CreateRefundParams, now: i64) -> Result<Outcome, ApiError> {
         let named_charge = p.charge.clone();
         let pi_id = match (p.payment_intent, p.charge) {
             (Some(pi), _) => pi,
@@ -139,7 +140,7 @@ struct Retrieve(String);
 impl ReadOp for Retrieve {
     type Query = NoParams;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.refund(&m.id, &self.0).await.map_err(ApiError::internal)?;
         Ok(json(&wire::refund(&r.ok_or_else(|| ApiError::no_such("refund", &self.0, None))?)))
     }
@@ -157,7 +158,7 @@ struct List;
 impl ReadOp for List {
     type Query = ListRefundsQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListRefundsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListRefundsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_refunds(&m.id, q.payment_intent.as_deref(), &q.page.page()).await.map_err(list_error(&q.page))?;
         Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path.to_string() }))
     }

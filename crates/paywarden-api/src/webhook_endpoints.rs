@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use crate::error::list_error;
 use crate::openapi::{enabled_events_param, ErrorEnvelope, FORM};
 use crate::params::{parse, FromParams, ListQuery, NoParams, Params};
+use crate::auth::Caller;
 use crate::pipeline::{json, respond, with_id, Outcome, ReadOp, WriteOp};
 use crate::wire::ListObject;
 use crate::{new_id, webhooks, ApiError, App};
@@ -165,7 +166,7 @@ impl WriteOp for Create {
     type Params = CreateWebhookEndpointParams;
     const SECRET_IN_RESPONSE: bool = true;
 
-    async fn run(&self, app: &App, m: &Merchant, p: CreateWebhookEndpointParams, now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: CreateWebhookEndpointParams, now: i64) -> Result<Outcome, ApiError> {
         let existing = app.store.list_webhook_endpoints(&m.id, &Page { limit: 100, starting_after: None, ending_before: None }).await.map_err(ApiError::internal)?;
         if existing.data.len() >= webhooks::ENDPOINTS_PER_MERCHANT_MAX {
             return Err(ApiError::invalid(
@@ -205,7 +206,7 @@ struct Update(String);
 impl WriteOp for Update {
     type Params = UpdateWebhookEndpointParams;
 
-    async fn run(&self, app: &App, m: &Merchant, p: UpdateWebhookEndpointParams, _now: i64) -> Result<Outcome, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, p: UpdateWebhookEndpointParams, _now: i64) -> Result<Outcome, ApiError> {
         let mut ep = app.load_endpoint(m, &self.0).await?;
         if let Some(url) = p.url {
             ep.url = url;
@@ -247,7 +248,7 @@ pub(crate) async fn delete(State(app): State<Arc<App>>, id: Result<Path<String>,
     with_id(id, |id| async move {
         let run = async {
             let (parts, _) = req.into_parts();
-            let m = app.authenticate(&parts.headers).await?;
+            let m = app.authenticate(&parts.headers, false).await?;
             parse::<NoParams>(Params::from_form(parts.uri.query().unwrap_or_default().as_bytes())?)?;
             app.load_endpoint(&m, &id).await?;
             let mut batch = WriteBatch::new();
@@ -266,7 +267,7 @@ struct Retrieve(String);
 impl ReadOp for Retrieve {
     type Query = NoParams;
 
-    async fn run(&self, app: &App, m: &Merchant, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
         Ok(json(&webhooks::endpoint_object(&app.load_endpoint(m, &self.0).await?, None)))
     }
 }
@@ -283,7 +284,7 @@ struct List;
 impl ReadOp for List {
     type Query = ListWebhookEndpointsQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListWebhookEndpointsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListWebhookEndpointsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_webhook_endpoints(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
         let data: Vec<serde_json::Value> = r.data.iter().map(|e| webhooks::endpoint_object(e, None)).collect();
         Ok(json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path})))
@@ -302,7 +303,7 @@ struct Deliveries(String);
 impl ReadOp for Deliveries {
     type Query = ListDeliveriesQuery;
 
-    async fn run(&self, app: &App, m: &Merchant, q: ListDeliveriesQuery, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: ListDeliveriesQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         app.load_endpoint(m, &self.0).await?;
         let d = app.store.deliveries(&m.id, None, Some(&self.0), q.limit).await.map_err(ApiError::internal)?;
         let data: Vec<serde_json::Value> = d.iter().map(webhooks::delivery_object).collect();

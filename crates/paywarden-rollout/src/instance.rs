@@ -76,7 +76,7 @@ use tokio::time::Instant;
 /// The stdout line the child prints once bound, followed by its address.
 pub const LISTENING_PREFIX: &str = "paywarden listening on http://";
 /// Stdout lines that start so are kept in [`Instance::announcements`].
-pub const ANNOUNCEMENT_PREFIXES: &[&str] = &["test secret key ", "fault injected: "];
+pub const ANNOUNCEMENT_PREFIXES: &[&str] = &["test secret key ", "test publishable key ", "fault injected: "];
 /// The environment variable that carries the admin token to the child.
 pub const ADMIN_TOKEN_ENV: &str = "PAYWARDEN_ADMIN_TOKEN";
 /// Longest a `/readyz`, `/metrics` or leak-report request may take, body included.

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use paywarden_acquirer::{SandboxAcquirer, SandboxConfig};
 use paywarden_api::faults::Fault;
-use paywarden_api::{hash_key, new_id, new_secret_key, now, ApiConfig, App};
+use paywarden_api::{hash_key, new_id, new_publishable_key, new_secret_key, now, ApiConfig, App};
 use paywarden_store::{ApiKeyRecord, ExtraMigrations, Merchant, PgOptions, PgStore, SchemaOptions, SqliteOptions, SqliteStore, Store, Write, WriteBatch};
 use rand::RngCore;
 
@@ -479,9 +479,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::Create { data_dir, db, merchant } } => {
             require_database(data_dir.as_deref(), &db)?;
             let store = open_any(data_dir.as_deref(), &db, sqlite_options()).await?;
-            let (merchant, key) = create_key(&*store, &merchant).await?;
+            let (merchant, key, publishable) = create_key(&*store, &merchant).await?;
             println!("{key}");
             eprintln!("created a secret key for merchant {} ({}); it is shown once and stored only as a hash", merchant.name, merchant.id);
+            eprintln!("and a publishable key, for a browser (it can only create PaymentMethods and retrieve or confirm a PaymentIntent with its client_secret): {publishable}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Load(args) => load(args).await,
@@ -635,7 +636,8 @@ pub(crate) fn check_database_url(url: &str) -> anyhow::Result<()> {
 /// Merchant names are shown to operators; keep them short and printable.
 const MERCHANT_NAME_CHARS_MAX: usize = 100;
 
-async fn create_key(store: &dyn Store, name: &str) -> anyhow::Result<(Merchant, String)> {
+/// A new secret key and a new publishable key for merchant `name` (made if missing).
+async fn create_key(store: &dyn Store, name: &str) -> anyhow::Result<(Merchant, String, String)> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MERCHANT_NAME_CHARS_MAX || name.chars().any(char::is_control) {
         bail!("--merchant must be 1 to {MERCHANT_NAME_CHARS_MAX} printable characters");
@@ -649,15 +651,12 @@ async fn create_key(store: &dyn Store, name: &str) -> anyhow::Result<(Merchant, 
             m
         }
     };
-    let key = new_secret_key();
-    batch.push(Write::ApiKey(ApiKeyRecord {
-        hash: hash_key(&key),
-        merchant: merchant.id.clone(),
-        prefix: key.chars().take(12).collect(),
-        created: now(),
-    }));
+    let (key, publishable) = (new_secret_key(), new_publishable_key());
+    for k in [&key, &publishable] {
+        batch.push(Write::ApiKey(ApiKeyRecord { hash: hash_key(k), merchant: merchant.id.clone(), prefix: k.chars().take(12).collect(), created: now() }));
+    }
     store.write(batch).await.context("storing the key")?;
-    Ok((merchant, key))
+    Ok((merchant, key, publishable))
 }
 
 /// The key that makes card fingerprints: 32 random bytes, made once per data dir, mode 0600.
@@ -746,7 +745,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut first_key = None;
     if store.merchants_count().await? == 0 {
         match create_key(&*store, "default").await {
-            Ok((_, k)) => first_key = Some(k),
+            Ok((_, k, pk)) => first_key = Some((k, pk)),
             // Another replica on the same database made it first.
             Err(e) if store.merchant_by_name("default").await?.is_some() => {
                 tracing::info!(error = %format!("{e:#}"), "merchant 'default' was created by another replica");
@@ -815,8 +814,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for f in &args.faults {
         println!("fault injected: {f}");
     }
-    if let Some(k) = first_key {
+    if let Some((k, pk)) = first_key {
         println!("test secret key for merchant 'default' (shown once): {k}");
+        println!("test publishable key for merchant 'default' (for a browser, not a secret; printed this once): {pk}");
     }
     let _ = std::io::stdout().flush();
     let supervisor = std::env::var("PAYWARDEN_SUPERVISOR_PID").ok().and_then(|p| p.parse::<u32>().ok());

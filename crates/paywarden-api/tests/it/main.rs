@@ -7,6 +7,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod admin;
 mod auth;
+mod browser;
 mod card_data;
 mod declines;
 mod fuzz;
