@@ -31,6 +31,7 @@ async fn scenario_on(test: &str, dir: &std::path::Path, extra: &[&str], log: Opt
         .arg(script)
         .env("PAYWARDEN_URL", &srv.url)
         .env("PAYWARDEN_KEY", &srv.key)
+        .env("PAYWARDEN_PUBLISHABLE_KEY", srv.publishable.as_deref().expect("a fresh serve prints its publishable key"))
         .output()
         .await
         .unwrap();

@@ -10,6 +10,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
 pub struct Server {
     pub url: String,
     pub key: String,
+    /// The publishable key a fresh data dir's first start prints.
+    pub publishable: Option<String>,
     child: Child,
     reaped: bool,
 }
@@ -52,10 +54,11 @@ impl Server {
             .expect("spawn paywarden serve");
         let stdout = child.stdout.take().expect("stdout");
         let fresh = key.is_none();
-        let (url, key) = tokio::task::spawn_blocking(move || {
+        let (url, key, publishable) = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stdout).lines();
             let mut url = None;
             let mut key = key;
+            let mut publishable = None;
             while let Some(Ok(line)) = lines.next() {
                 if let Some(u) = line.strip_prefix("paywarden listening on ") {
                     url = Some(u.trim().to_string());
@@ -65,16 +68,20 @@ impl Server {
                 }
                 if let Some(k) = line.split("(shown once): ").nth(1) {
                     key = Some(k.trim().to_string());
+                    // The publishable key follows on the next line.
+                    if let Some(Ok(next)) = lines.next() {
+                        publishable = next.rsplit(": ").next().filter(|k| k.starts_with("pk_test_")).map(str::to_string);
+                    }
                     break;
                 }
             }
             // Keep draining so the child never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            (url.expect("serve printed no URL"), key.expect("serve printed no key"))
+            (url.expect("serve printed no URL"), key.expect("serve printed no key"), publishable)
         })
         .await
         .unwrap();
-        Server { url, key, child, reaped: false }
+        Server { url, key, publishable, child, reaped: false }
     }
 
     /// SIGKILL: no shutdown code runs.

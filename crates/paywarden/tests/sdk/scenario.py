@@ -169,4 +169,21 @@ assert set(known) <= set(seen)
 order = [i for i in seen if i in set(known)]
 assert order == list(reversed(known)), "not newest first"
 
+step("a browser: the publishable key and the intent's client secret")
+pk = os.environ["PAYWARDEN_PUBLISHABLE_KEY"]
+pi = stripe.PaymentIntent.create(amount=1234, currency="usd")  # the server, with its secret key
+assert pi.client_secret.startswith(pi.id + "_secret_"), pi.client_secret
+pm = stripe.PaymentMethod.create(
+    type="card", card={"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}, api_key=pk
+)
+seen = stripe.PaymentIntent.retrieve(pi.id, client_secret=pi.client_secret, api_key=pk)
+assert seen.status == "requires_payment_method" and seen.client_secret == pi.client_secret, seen
+done = stripe.PaymentIntent.confirm(pi.id, payment_method=pm.id, client_secret=pi.client_secret, api_key=pk)
+assert done.status == "succeeded", done.status
+wrong = pi.id + "_secret_" + "x" * 24
+expect_error(stripe.InvalidRequestError, lambda: stripe.PaymentIntent.retrieve(pi.id, client_secret=wrong, api_key=pk), param="client_secret")
+expect_error(stripe.AuthenticationError, lambda: stripe.PaymentIntent.list(api_key=pk))
+expect_error(stripe.AuthenticationError, lambda: stripe.Refund.create(payment_intent=pi.id, api_key=pk))
+assert stripe.PaymentIntent.retrieve(pi.id).amount_received == 1234
+
 print(f"stripe-python {stripe.VERSION}: all checks passed ({len(created)} intents)")
