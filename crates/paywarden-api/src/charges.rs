@@ -7,7 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 
-use crate::openapi::ErrorEnvelope;
+use crate::schema::ErrorEnvelope;
 use crate::params::NoParams;
 use crate::auth::Caller;
 use crate::pipeline::{json, with_id, ReadOp};

@@ -155,7 +155,7 @@ pub(crate) fn state_error(e: paywarden_core::StateError) -> ApiError {
         StateError::RefundTooLarge { .. } => ApiError::invalid("amount_too_large", "amount", e.to_string()),
         StateError::AlreadyRefunded { .. } => ApiError::invalid("charge_already_refunded", "payment_intent", e.to_string()),
         StateError::NothingToRefund { .. } => ApiError::invalid("charge_not_refundable", "payment_intent", e.to_string()),
-        StateError::Metadata(m) => crate::params::metadata_error(m.clone()),
+        StateError::Metadata(m) => metadata_error(m.clone()),
         StateError::Overflow => ApiError::internal(e),
     }
 }
@@ -176,13 +176,7 @@ pub(crate) fn acquirer_error(e: paywarden_acquirer::ConnectorError) -> ApiError 
     )
 }
 
-/// Maps a list's store error; an unknown cursor names the parameter that carried it.
-pub(crate) fn list_error(q: &crate::params::ListQuery) -> impl Fn(paywarden_store::StoreError) -> ApiError + '_ {
-    move |e| match e {
-        paywarden_store::StoreError::CursorNotFound { object, id } => {
-            let param = if q.ending_before.as_deref() == Some(id.as_str()) { "ending_before" } else { "starting_after" };
-            ApiError::no_such(object, &id, Some(param))
-        }
-        e => ApiError::internal(e),
-    }
+/// Metadata over Stripe's limits: a 400 on `metadata`.
+pub fn metadata_error(e: paywarden_core::MetadataError) -> ApiError {
+    ApiError::invalid("parameter_invalid", "metadata", e.to_string())
 }

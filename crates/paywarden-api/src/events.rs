@@ -10,8 +10,7 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::list_error;
-use crate::openapi::ErrorEnvelope;
+use crate::schema::ErrorEnvelope;
 use crate::params::{FromParams, ListQuery, NoParams, Params};
 use crate::auth::Caller;
 use crate::pipeline::{json, with_id, ReadOp};
@@ -100,7 +99,7 @@ impl ReadOp for List {
     type Query = ListEventsQuery;
 
     async fn run(&self, app: &App, m: &Caller, q: ListEventsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
-        let r = app.store.list_events(&m.id, q.kind.as_deref(), &q.page.page()).await.map_err(list_error(&q.page))?;
+        let r = app.store.list_events(&m.id, q.kind.as_deref(), &q.page.page()).await.map_err(q.page.map_error())?;
         let data: Vec<serde_json::Value> = r.data.iter().filter_map(|e| serde_json::from_str(&e.json).ok()).collect();
         Ok(json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path})))
     }

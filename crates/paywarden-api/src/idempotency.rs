@@ -5,11 +5,9 @@
 //! fingerprint of method, path and parameters) is a 400.
 
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use crate::params::Params;
-use crate::pipeline::respond;
 use crate::{error, now, webhooks, ApiError, App, ErrorType};
 
 /// Stripe's limit on an Idempotency-Key, and the default of [`crate::ApiConfig::idempotency_key_chars_max`].
@@ -88,9 +86,9 @@ impl App {
         Ok(InFlight { app: self, key: Some(k) })
     }
 
-    /// The stored response to `key`, if one is live, or a 400 if it was made with other
-    /// parameters.
-    pub(crate) async fn replay(&self, merchant: &str, key: &str, fingerprint: &[u8; 32]) -> Result<Option<Response>, ApiError> {
+    /// The stored response to `key` (status and body, to be sent as a replay), if one is
+    /// live, or a 400 if it was made with other parameters.
+    pub(crate) async fn replay(&self, merchant: &str, key: &str, fingerprint: &[u8; 32]) -> Result<Option<(StatusCode, Vec<u8>)>, ApiError> {
         let Some(rec) = self.store.idempotency(merchant, key).await.map_err(ApiError::internal)? else {
             return Ok(None);
         };
@@ -109,7 +107,7 @@ impl App {
             ));
         }
         let status = StatusCode::from_u16(rec.status).map_err(ApiError::internal)?;
-        let body = crate::payment_intents::restore_client_secrets(self, webhooks::with_secret(rec.body, &self.cfg.webhook_key));
-        Ok(Some(respond(status, body, true)))
+        let body = crate::client_secret::restore(&self.cfg.webhook_key, webhooks::with_secret(rec.body, &self.cfg.webhook_key));
+        Ok(Some((status, body)))
     }
 }

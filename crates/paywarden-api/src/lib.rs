@@ -31,6 +31,7 @@ use rand::Rng;
 
 mod auth;
 mod charges;
+mod client_secret;
 pub mod error;
 mod events;
 pub mod faults;
@@ -45,6 +46,7 @@ mod payment_intents;
 mod payment_methods;
 mod pipeline;
 mod refunds;
+mod schema;
 mod webhook_endpoints;
 pub mod webhooks;
 pub mod wire;

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::openapi::ErrorEnvelope;
+use crate::schema::ErrorEnvelope;
 use crate::{AdminHooks, ApiError, App, ErrorType};
 
 #[utoipa::path(get, operation_id = "healthz", path = "/healthz", responses((status = 200, description = "The process is alive (no I/O)", body = String)))]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use paywarden_core::{Amount, AmountError, Currency};
 use serde_json::Value;
 
-use crate::error::{truncate, ApiError};
+use crate::error::{metadata_error, truncate, ApiError};
 
 /// Levels of nesting allowed: `amount` is 1, `card[number]` is 2, `a[b][c]` is 3.
 pub const PARAMS_DEPTH_MAX: usize = 3;
@@ -415,11 +415,6 @@ impl Params {
     }
 }
 
-/// Metadata over Stripe's limits: a 400 on `metadata`.
-pub fn metadata_error(e: paywarden_core::MetadataError) -> ApiError {
-    ApiError::invalid("parameter_invalid", "metadata", e.to_string())
-}
-
 /// Stripe's cursor pagination, the query of every list; newest first.
 #[derive(Debug, Clone, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -453,6 +448,17 @@ impl ListQuery {
             ));
         }
         Ok(ListQuery { limit, starting_after, ending_before })
+    }
+
+    /// Maps the list's store error; an unknown cursor names the parameter that carried it.
+    pub fn map_error(&self) -> impl Fn(paywarden_store::StoreError) -> ApiError + '_ {
+        move |e| match e {
+            paywarden_store::StoreError::CursorNotFound { object, id } => {
+                let param = if self.ending_before.as_deref() == Some(id.as_str()) { "ending_before" } else { "starting_after" };
+                ApiError::no_such(object, &id, Some(param))
+            }
+            e => ApiError::internal(e),
+        }
     }
 
     pub fn page(&self) -> paywarden_store::Page {

@@ -14,18 +14,16 @@ use paywarden_core::{Amount, CancellationReason, CaptureMethod, Charge, Currency
 use paywarden_store::{Merchant, Write, WriteBatch};
 use utoipa::ToSchema;
 
-use crate::error::{acquirer_error, list_error, state_error};
-use crate::openapi::{currency_param, metadata_param, ErrorEnvelope, FORM};
+use crate::error::{acquirer_error, state_error};
+use crate::schema::{currency_param, metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, MetadataPatch, Params};
 use crate::payment_methods::PaymentMethodType;
 use crate::auth::Caller;
+use crate::client_secret;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
 use crate::wire::{self, ListObject, PaymentIntentObject};
 use crate::{new_id, ApiError, App, ErrorType};
-
-/// What separates an intent's id from its client secret's tail.
-const SECRET_MARK: &[u8] = b"_secret_";
 
 /// When the funds move: at confirmation (automatic, automatic_async) or on a later capture (manual).
 // Documents the values; the parsed value is the core's own type.
@@ -246,22 +244,10 @@ impl FromParams for ListPaymentIntentsQuery {
     }
 }
 
-/// Alphanumerics after `_secret_` in a client secret.
-pub const CLIENT_SECRET_TAIL_CHARS: usize = 24;
-
 impl App {
-    /// A PaymentIntent's client secret, `{id}_secret_` and [`CLIENT_SECRET_TAIL_CHARS`]
-    /// alphanumerics: an HMAC of the id under the data dir's secret key, so nothing is stored
-    /// and every instance with a copy of the key derives the same one.
+    /// A PaymentIntent's client secret ([`client_secret::derive`] under the data dir's key).
     pub(crate) fn client_secret(&self, id: &str) -> String {
-        use hmac::{Hmac, Mac};
-        const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cfg.webhook_key).expect("HMAC takes any key length");
-        mac.update(b"paywarden client_secret v1\0");
-        mac.update(id.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let tail: String = digest.iter().take(CLIENT_SECRET_TAIL_CHARS).map(|b| DIGITS[(*b % 62) as usize] as char).collect();
-        format!("{id}_secret_{tail}")
+        client_secret::derive(&self.cfg.webhook_key, id)
     }
 
     /// The intent as the API shows it: its wire object with its client secret.
@@ -280,9 +266,7 @@ impl App {
                 true => Err(ApiError::missing("client_secret")),
             };
         };
-        let want = self.client_secret(id);
-        let same = given.len() == want.len() && bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()));
-        if same {
+        if client_secret::matches(&self.cfg.webhook_key, id, given) {
             return Ok(());
         }
         Err(ApiError::invalid(
@@ -537,7 +521,7 @@ impl ReadOp for List {
     type Query = ListPaymentIntentsQuery;
 
     async fn run(&self, app: &App, m: &Caller, q: ListPaymentIntentsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
-        let r = app.store.list_payment_intents(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
+        let r = app.store.list_payment_intents(&m.id, &q.page.page()).await.map_err(q.page.map_error())?;
         Ok(json(&ListObject { object: "list", data: r.data.iter().map(|pi| app.intent_object(pi)).collect(), has_more: r.has_more, url: path.to_string() }))
     }
 }
@@ -546,57 +530,4 @@ impl ReadOp for List {
     responses((status = 200, body = ListObject<PaymentIntentObject>, links(("RetrieveNewestIntent" = (operation_id = "retrieve_payment_intent", parameters(("id" = "$response.body#/data/0/id")))))), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list(State(app): State<Arc<App>>, req: Request) -> Response {
     app.get(List, req).await
-}
-
-/// A response as stored for idempotent replay: every client secret's tail masked (a secret is
-/// never stored; [`restore_client_secrets`] derives it again). Byte for byte otherwise, so a
-/// replay is the first response exactly.
-pub(crate) fn strip_client_secrets(body: &[u8]) -> Vec<u8> {
-    let mut out = body.to_vec();
-    for tail in secret_tails(body) {
-        out[tail].fill(MASK);
-    }
-    out
-}
-
-/// A replayed response: each masked client secret derived again.
-pub(crate) fn restore_client_secrets(app: &App, mut body: Vec<u8>) -> Vec<u8> {
-    for tail in secret_tails(&body) {
-        if body[tail.clone()].iter().all(|b| *b == MASK) {
-            let id_start = tail.start - SECRET_MARK.len();
-            let id = (find(&body[..id_start], VALUE_MARK).map(|at| at + VALUE_MARK.len())).and_then(|from| std::str::from_utf8(&body[from..id_start]).ok()).map(str::to_string);
-            if let Some(id) = id {
-                let secret = app.client_secret(&id);
-                body[tail.clone()].copy_from_slice(&secret.as_bytes()[secret.len() - CLIENT_SECRET_TAIL_CHARS..]);
-            }
-        }
-    }
-    body
-}
-
-/// What a stored client secret's tail is made of.
-const MASK: u8 = b'*';
-/// Where a client secret's value begins in a serialized object.
-const VALUE_MARK: &[u8] = b"\"client_secret\":\"";
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
-}
-
-/// The byte ranges of the client secrets' tails in a serialized body.
-fn secret_tails(body: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(at) = body[from..].windows(VALUE_MARK.len()).position(|w| w == VALUE_MARK) {
-        let value = from + at + VALUE_MARK.len();
-        let Some(end) = body[value..].iter().position(|b| *b == b'"').map(|e| value + e) else { break };
-        if let Some(mark) = body[value..end].windows(SECRET_MARK.len()).position(|w| w == SECRET_MARK) {
-            let tail = value + mark + SECRET_MARK.len();
-            if end - tail == CLIENT_SECRET_TAIL_CHARS {
-                out.push(tail..end);
-            }
-        }
-        from = end;
-    }
-    out
 }

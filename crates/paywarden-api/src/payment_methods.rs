@@ -11,8 +11,8 @@ use paywarden_core::{Metadata, PaymentMethod};
 use paywarden_store::{Merchant, Write, WriteBatch};
 use utoipa::ToSchema;
 
-use crate::error::{card_error, list_error};
-use crate::openapi::{metadata_param, ErrorEnvelope, FORM};
+use crate::error::card_error;
+use crate::schema::{metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, NoParams, Params};
 use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
@@ -159,7 +159,7 @@ impl ReadOp for List {
     type Query = ListPaymentMethodsQuery;
 
     async fn run(&self, app: &App, m: &Caller, q: ListPaymentMethodsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
-        let r = app.store.list_payment_methods(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
+        let r = app.store.list_payment_methods(&m.id, &q.page.page()).await.map_err(q.page.map_error())?;
         Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::payment_method).collect(), has_more: r.has_more, url: path.to_string() }))
     }
 }

@@ -158,8 +158,8 @@ impl App {
         let _guard = match &idem_key {
             Some(key) => {
                 let guard = self.enter(&merchant.id, key)?;
-                if let Some(replay) = self.replay(&merchant.id, key, &fingerprint).await? {
-                    return Ok(replay);
+                if let Some((status, body)) = self.replay(&merchant.id, key, &fingerprint).await? {
+                    return Ok(respond(status, body, true));
                 }
                 guard
             }
@@ -184,7 +184,7 @@ impl App {
                         request_hash: fingerprint,
                         status: out.status.as_u16(),
                         // A new endpoint's secret is never stored: a replay derives it again.
-                        body: if O::SECRET_IN_RESPONSE { webhooks::without_secret(&out.body) } else { crate::payment_intents::strip_client_secrets(&out.body) },
+                        body: if O::SECRET_IN_RESPONSE { webhooks::without_secret(&out.body) } else { crate::client_secret::strip(&out.body) },
                         created: now,
                     },
                     replaces_before: now - self.cfg.idempotency_ttl_s,
@@ -214,7 +214,7 @@ impl App {
                     // Another process finished a request with this key first: answer as it did.
                     let key = idem_key.as_deref().unwrap_or_default();
                     return match self.replay(&merchant.id, key, &fingerprint).await? {
-                        Some(r) => Ok(r),
+                        Some((status, body)) => Ok(respond(status, body, true)),
                         None => Err(ApiError::internal("idempotency conflict without a stored record")),
                     };
                 }

@@ -10,8 +10,8 @@ use paywarden_core::{Amount, Metadata};
 use paywarden_store::{Write, WriteBatch};
 use utoipa::ToSchema;
 
-use crate::error::{acquirer_error, list_error, state_error};
-use crate::openapi::{metadata_param, ErrorEnvelope, FORM};
+use crate::error::{acquirer_error, state_error};
+use crate::schema::{metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, NoParams, Params};
 use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
@@ -159,7 +159,7 @@ impl ReadOp for List {
     type Query = ListRefundsQuery;
 
     async fn run(&self, app: &App, m: &Caller, q: ListRefundsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
-        let r = app.store.list_refunds(&m.id, q.payment_intent.as_deref(), &q.page.page()).await.map_err(list_error(&q.page))?;
+        let r = app.store.list_refunds(&m.id, q.payment_intent.as_deref(), &q.page.page()).await.map_err(q.page.map_error())?;
         Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path.to_string() }))
     }
 }

@@ -13,8 +13,7 @@ use paywarden_store::{EndpointStatus, Merchant, Page, WebhookEndpointRecord, Wri
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::list_error;
-use crate::openapi::{enabled_events_param, ErrorEnvelope, FORM};
+use crate::schema::{enabled_events_param, ErrorEnvelope, FORM};
 use crate::params::{parse, FromParams, ListQuery, NoParams, Params};
 use crate::auth::Caller;
 use crate::pipeline::{json, respond, with_id, Outcome, ReadOp, WriteOp};
@@ -285,7 +284,7 @@ impl ReadOp for List {
     type Query = ListWebhookEndpointsQuery;
 
     async fn run(&self, app: &App, m: &Caller, q: ListWebhookEndpointsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
-        let r = app.store.list_webhook_endpoints(&m.id, &q.page.page()).await.map_err(list_error(&q.page))?;
+        let r = app.store.list_webhook_endpoints(&m.id, &q.page.page()).await.map_err(q.page.map_error())?;
         let data: Vec<serde_json::Value> = r.data.iter().map(|e| webhooks::endpoint_object(e, None)).collect();
         Ok(json(&serde_json::json!({"object": "list", "data": data, "has_more": r.has_more, "url": path})))
     }
