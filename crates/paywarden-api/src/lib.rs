@@ -34,6 +34,7 @@ mod charges;
 mod client_secret;
 pub mod error;
 mod events;
+mod expand;
 pub mod faults;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -221,7 +221,7 @@ mod tests {
     use serde_json::Value;
 
     use crate::params::{parse, FromParams, NoParams, Params};
-    use crate::{events, payment_intents, payment_methods, refunds, webhook_endpoints};
+    use crate::{charges, events, payment_intents, payment_methods, refunds, webhook_endpoints};
 
     /// Parses `example` as `T` and returns every name the parser asked for.
     fn asked<T: FromParams>(example: &str) -> Result<BTreeSet<String>, String> {
@@ -275,10 +275,10 @@ mod tests {
         ("post", "/v1/payment_intents/{id}/confirm", asked::<payment_intents::ConfirmPaymentIntentParams>, ""),
         ("post", "/v1/payment_intents/{id}/capture", asked::<payment_intents::CapturePaymentIntentParams>, ""),
         ("post", "/v1/payment_intents/{id}/cancel", asked::<payment_intents::CancelPaymentIntentParams>, ""),
-        ("get", "/v1/charges/{id}", asked::<NoParams>, ""),
+        ("get", "/v1/charges/{id}", asked::<charges::RetrieveChargeQuery>, ""),
         ("post", "/v1/refunds", asked::<refunds::CreateRefundParams>, "payment_intent=pi_1"),
         ("get", "/v1/refunds", asked::<refunds::ListRefundsQuery>, ""),
-        ("get", "/v1/refunds/{id}", asked::<NoParams>, ""),
+        ("get", "/v1/refunds/{id}", asked::<refunds::RetrieveRefundQuery>, ""),
         ("get", "/v1/events", asked::<events::ListEventsQuery>, ""),
         ("get", "/v1/events/{id}", asked::<NoParams>, ""),
         ("post", "/v1/webhook_endpoints", asked::<webhook_endpoints::CreateWebhookEndpointParams>, "url=https://example.com/hook&enabled_events[0]=*"),

@@ -15,6 +15,7 @@ use paywarden_store::{Merchant, Write, WriteBatch};
 use utoipa::ToSchema;
 
 use crate::error::{acquirer_error, state_error};
+use crate::expand::{Expand, ExpandPaymentIntent, ExpandPaymentIntents, Kind};
 use crate::schema::{currency_param, metadata_param, ErrorEnvelope, FORM};
 use crate::params::{FromParams, ListQuery, MetadataPatch, Params};
 use crate::payment_methods::PaymentMethodType;
@@ -236,11 +237,12 @@ impl FromParams for CancelPaymentIntentParams {
 /// `GET /v1/payment_intents`: a page.
 pub struct ListPaymentIntentsQuery {
     pub page: ListQuery,
+    pub expand: Expand,
 }
 
 impl FromParams for ListPaymentIntentsQuery {
     fn from_params(p: &mut Params) -> Result<Self, ApiError> {
-        Ok(ListPaymentIntentsQuery { page: ListQuery::take(p, "pi_")? })
+        Ok(ListPaymentIntentsQuery { page: ListQuery::take(p, "pi_")?, expand: Expand::take(p, Kind::PaymentIntent, true)? })
     }
 }
 
@@ -487,11 +489,12 @@ pub(crate) async fn cancel(State(app): State<Arc<App>>, id: Result<Path<String>,
 /// `GET /v1/payment_intents/{id}`: with a publishable key, the intent's client secret.
 pub struct RetrievePaymentIntentQuery {
     pub client_secret: Option<String>,
+    pub expand: Expand,
 }
 
 impl FromParams for RetrievePaymentIntentQuery {
     fn from_params(p: &mut Params) -> Result<Self, ApiError> {
-        Ok(RetrievePaymentIntentQuery { client_secret: p.str("client_secret")? })
+        Ok(RetrievePaymentIntentQuery { client_secret: p.str("client_secret")?, expand: Expand::take(p, Kind::PaymentIntent, false)? })
     }
 }
 
@@ -504,11 +507,17 @@ impl ReadOp for Retrieve {
 
     async fn run(&self, app: &App, m: &Caller, q: RetrievePaymentIntentQuery, _: &str) -> Result<Vec<u8>, ApiError> {
         app.check_client_secret(m, &self.0, q.client_secret.as_deref())?;
-        Ok(json(&app.intent_object(&app.load_intent(m, &self.0).await?)))
+        let object = app.intent_object(&app.load_intent(m, &self.0).await?);
+        if q.expand.is_empty() {
+            return Ok(json(&object));
+        }
+        let mut v = serde_json::to_value(&object).map_err(ApiError::internal)?;
+        q.expand.apply(app, m, Kind::PaymentIntent, &mut v).await?;
+        Ok(json(&v))
     }
 }
 
-#[utoipa::path(get, path = "/v1/payment_intents/{id}", operation_id = "retrieve_payment_intent", params(("id" = String, Path), ("client_secret" = Option<String>, Query, nullable = false, max_length = 255, description = "The intent's client_secret: needed with a publishable key, checked with a secret key")),
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", operation_id = "retrieve_payment_intent", params(("id" = String, Path), ExpandPaymentIntent, ("client_secret" = Option<String>, Query, nullable = false, max_length = 255, description = "The intent's client_secret: needed with a publishable key, checked with a secret key")),
     responses((status = 200, body = PaymentIntentObject), (status = 404, body = ErrorEnvelope)))]
 pub(crate) async fn retrieve(State(app): State<Arc<App>>, id: Result<Path<String>, PathRejection>, req: Request) -> Response {
     with_id(id, |id| app.get(Retrieve(id), req)).await
@@ -522,11 +531,17 @@ impl ReadOp for List {
 
     async fn run(&self, app: &App, m: &Caller, q: ListPaymentIntentsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_payment_intents(&m.id, &q.page.page()).await.map_err(q.page.map_error())?;
-        Ok(json(&ListObject { object: "list", data: r.data.iter().map(|pi| app.intent_object(pi)).collect(), has_more: r.has_more, url: path.to_string() }))
+        let list = ListObject { object: "list", data: r.data.iter().map(|pi| app.intent_object(pi)).collect(), has_more: r.has_more, url: path.to_string() };
+        if q.expand.is_empty() {
+            return Ok(json(&list));
+        }
+        let mut v = serde_json::to_value(&list).map_err(ApiError::internal)?;
+        q.expand.apply_list(app, m, Kind::PaymentIntent, &mut v).await?;
+        Ok(json(&v))
     }
 }
 
-#[utoipa::path(get, path = "/v1/payment_intents", operation_id = "list_payment_intents", params(ListQuery),
+#[utoipa::path(get, path = "/v1/payment_intents", operation_id = "list_payment_intents", params(ListQuery, ExpandPaymentIntents),
     responses((status = 200, body = ListObject<PaymentIntentObject>, links(("RetrieveNewestIntent" = (operation_id = "retrieve_payment_intent", parameters(("id" = "$response.body#/data/0/id")))))), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list(State(app): State<Arc<App>>, req: Request) -> Response {
     app.get(List, req).await

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use crate::error::{acquirer_error, state_error};
 use crate::schema::{metadata_param, ErrorEnvelope, FORM};
-use crate::params::{FromParams, ListQuery, NoParams, Params};
+use crate::expand::{Expand, ExpandRefund, ExpandRefunds, Kind};
+use crate::params::{FromParams, ListQuery, Params};
 use crate::auth::Caller;
 use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
@@ -66,12 +67,24 @@ impl FromParams for CreateRefundParams {
 pub struct ListRefundsQuery {
     pub page: ListQuery,
     pub payment_intent: Option<String>,
+    pub expand: Expand,
 }
 
 impl FromParams for ListRefundsQuery {
     fn from_params(p: &mut Params) -> Result<Self, ApiError> {
         let payment_intent = p.id("payment_intent", "pi_")?;
-        Ok(ListRefundsQuery { page: ListQuery::take(p, "re_")?, payment_intent })
+        Ok(ListRefundsQuery { page: ListQuery::take(p, "re_")?, payment_intent, expand: Expand::take(p, Kind::Refund, true)? })
+    }
+}
+
+/// `GET /v1/refunds/{id}`: what to expand.
+pub struct RetrieveRefundQuery {
+    pub expand: Expand,
+}
+
+impl FromParams for RetrieveRefundQuery {
+    fn from_params(p: &mut Params) -> Result<Self, ApiError> {
+        Ok(RetrieveRefundQuery { expand: Expand::take(p, Kind::Refund, false)? })
     }
 }
 
@@ -138,15 +151,21 @@ struct Retrieve(String);
 
 #[async_trait::async_trait]
 impl ReadOp for Retrieve {
-    type Query = NoParams;
+    type Query = RetrieveRefundQuery;
 
-    async fn run(&self, app: &App, m: &Caller, _: NoParams, _: &str) -> Result<Vec<u8>, ApiError> {
+    async fn run(&self, app: &App, m: &Caller, q: RetrieveRefundQuery, _: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.refund(&m.id, &self.0).await.map_err(ApiError::internal)?;
-        Ok(json(&wire::refund(&r.ok_or_else(|| ApiError::no_such("refund", &self.0, None))?)))
+        let object = wire::refund(&r.ok_or_else(|| ApiError::no_such("refund", &self.0, None))?);
+        if q.expand.is_empty() {
+            return Ok(json(&object));
+        }
+        let mut v = serde_json::to_value(&object).map_err(ApiError::internal)?;
+        q.expand.apply(app, m, Kind::Refund, &mut v).await?;
+        Ok(json(&v))
     }
 }
 
-#[utoipa::path(get, path = "/v1/refunds/{id}", operation_id = "retrieve_refund", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/refunds/{id}", operation_id = "retrieve_refund", params(("id" = String, Path), ExpandRefund),
     responses((status = 200, body = RefundObject), (status = 404, body = ErrorEnvelope)))]
 pub(crate) async fn retrieve(State(app): State<Arc<App>>, id: Result<Path<String>, PathRejection>, req: Request) -> Response {
     with_id(id, |id| app.get(Retrieve(id), req)).await
@@ -160,11 +179,17 @@ impl ReadOp for List {
 
     async fn run(&self, app: &App, m: &Caller, q: ListRefundsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_refunds(&m.id, q.payment_intent.as_deref(), &q.page.page()).await.map_err(q.page.map_error())?;
-        Ok(json(&ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path.to_string() }))
+        let list = ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path.to_string() };
+        if q.expand.is_empty() {
+            return Ok(json(&list));
+        }
+        let mut v = serde_json::to_value(&list).map_err(ApiError::internal)?;
+        q.expand.apply_list(app, m, Kind::Refund, &mut v).await?;
+        Ok(json(&v))
     }
 }
 
-#[utoipa::path(get, path = "/v1/refunds", operation_id = "list_refunds", params(ListQuery, ("payment_intent" = Option<String>, Query, nullable = false, pattern = "^(pi_[A-Za-z0-9_]*)?$", max_length = 255, description = "Only refunds of this PaymentIntent")),
+#[utoipa::path(get, path = "/v1/refunds", operation_id = "list_refunds", params(ListQuery, ExpandRefunds, ("payment_intent" = Option<String>, Query, nullable = false, pattern = "^(pi_[A-Za-z0-9_]*)?$", max_length = 255, description = "Only refunds of this PaymentIntent")),
     responses((status = 200, body = ListObject<RefundObject>, links(("RetrieveNewestRefund" = (operation_id = "retrieve_refund", parameters(("id" = "$response.body#/data/0/id")))))), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list(State(app): State<Arc<App>>, req: Request) -> Response {
     app.get(List, req).await

@@ -69,3 +69,31 @@ pub(crate) fn currency_param() -> Object {
 
 /// The request body media type every operation documents (Stripe's); JSON is accepted too.
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A field that holds an object's id, or the object itself when the request expanded it
+/// (`expand[]`); `nullable` when the field may be null.
+fn id_or(object: &str, nullable: bool) -> utoipa::openapi::schema::Schema {
+    let mut b = utoipa::openapi::schema::OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).description(Some(format!("The id of a {object}"))))
+        .item(utoipa::openapi::Ref::from_schema_name(object));
+    if nullable {
+        b = b.item(ObjectBuilder::new().schema_type(Type::Null));
+    }
+    utoipa::openapi::schema::Schema::OneOf(b.build())
+}
+
+pub(crate) fn charge_or_id_nullable() -> utoipa::openapi::schema::Schema {
+    id_or("ChargeObject", true)
+}
+
+pub(crate) fn charge_or_id() -> utoipa::openapi::schema::Schema {
+    id_or("ChargeObject", false)
+}
+
+pub(crate) fn payment_method_or_id_nullable() -> utoipa::openapi::schema::Schema {
+    id_or("PaymentMethodObject", true)
+}
+
+pub(crate) fn payment_intent_or_id() -> utoipa::openapi::schema::Schema {
+    id_or("PaymentIntentObject", false)
+}

@@ -30,11 +30,13 @@ pub struct PaymentIntentObject {
     pub currency: &'static str,
     pub description: Option<String>,
     pub last_payment_error: Option<LastPaymentError>,
-    /// `ch_...` of the latest charge attempt.
+    /// `ch_...` of the latest charge attempt (the charge, with `expand[]=latest_charge`).
+    #[schema(schema_with = crate::schema::charge_or_id_nullable)]
     pub latest_charge: Option<String>,
     pub livemode: bool,
     pub metadata: BTreeMap<String, String>,
-    /// `pm_...`
+    /// `pm_...` (the PaymentMethod, with `expand[]=payment_method`).
+    #[schema(schema_with = crate::schema::payment_method_or_id_nullable)]
     pub payment_method: Option<String>,
     pub payment_method_types: Vec<&'static str>,
     /// requires_payment_method, requires_confirmation, requires_action, processing,
@@ -167,6 +169,8 @@ pub struct ChargeObject {
     pub failure_message: Option<String>,
     pub livemode: bool,
     pub paid: bool,
+    /// `pi_...` (the PaymentIntent, with `expand[]=payment_intent`).
+    #[schema(schema_with = crate::schema::payment_intent_or_id)]
     pub payment_intent: String,
     pub payment_method: String,
     pub refunded: bool,
@@ -202,10 +206,14 @@ pub struct RefundObject {
     /// Always `refund`.
     pub object: &'static str,
     pub amount: u64,
+    /// `ch_...` (the charge, with `expand[]=charge`).
+    #[schema(schema_with = crate::schema::charge_or_id)]
     pub charge: String,
     pub created: i64,
     pub currency: &'static str,
     pub metadata: BTreeMap<String, String>,
+    /// `pi_...` (the PaymentIntent, with `expand[]=payment_intent`).
+    #[schema(schema_with = crate::schema::payment_intent_or_id)]
     pub payment_intent: String,
     pub reason: Option<String>,
     /// Always `succeeded` with the sandbox acquirer.

@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod card_data;
 mod declines;
+mod expand;
 mod fuzz;
 mod heap;
 mod idempotency;
