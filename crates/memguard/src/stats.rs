@@ -127,15 +127,22 @@ pub struct SenSlope {
 /// from the estimate; a steady slope keeps them together. `slopes` is scratch, as for
 /// [`theil_sen`].
 pub fn theil_sen_with_bounds(xs: &[f64], ys: &[f64], z: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
+    theil_sen_with_bounds_at(xs, ys, z, z, slopes)
+}
+
+/// [`theil_sen_with_bounds`] with the lower bound at the confidence of `z_low` and the upper one
+/// at that of `z_high`.
+pub fn theil_sen_with_bounds_at(xs: &[f64], ys: &[f64], z_low: f64, z_high: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
     let estimate = theil_sen(xs, ys, slopes)?;
     let n = xs.len().min(ys.len()) as f64;
-    let half_width = z * (n * (n - 1.0) * (2.0 * n + 5.0) / 18.0).sqrt();
+    let sd = (n * (n - 1.0) * (2.0 * n + 5.0) / 18.0).sqrt();
     // Finite: a slope exists, so n ≥ 2.
     let count = slopes.len() as f64;
-    let low_rank = (count - half_width) / 2.0;
+    let low_rank = (count - z_low * sd) / 2.0;
     if low_rank < 0.0 {
         return Some(SenSlope { estimate, low: None, high: None });
     }
+    let half_width = z_high * sd;
     let high_rank = ((count + half_width) / 2.0).ceil() - 1.0;
     let low = select(slopes, low_rank.floor() as usize);
     let high = (high_rank < count).then(|| select(slopes, high_rank as usize));

@@ -9,7 +9,7 @@
 //! |---|---|---|---|---|
 //! | `error_rate` | yes | canary − baseline ≥ `error_rate_tolerance` (1 %) and one-sided z ≥ 2.33 (p ≤ 0.01) | half the tolerance and z ≥ 1.64 | two-proportion z-test |
 //! | `latency` | no | p ≤ 0.01 and the canary is slower than the allowance in ≥ 60 % of pairs | p ≤ 0.05 and ≥ 55 % | Mann–Whitney U of the canary's latencies against the baseline's plus the allowance (each baseline latency `y` becomes `y + max(y × 25 %, 1 ms)`), normal approximation with tie correction; effect size = U ÷ (n₁n₂) |
-//! | `heap_growth_per_request` | no | the canary's rate, at its 99 % lower confidence bound, − max(baseline, 0) ≥ 512 B per request | its estimate ≥ 192 B above, or its 99 % upper bound ≥ 512 B above (a leak that size is not ruled out yet) | Theil–Sen slopes of heap against requests, Sen's bounds (a shrinking baseline counts as flat) |
+//! | `heap_growth_per_request` | no | the canary's rate, at its 99.9 % lower confidence bound, − max(baseline, 0) ≥ 512 B per request | its estimate ≥ 192 B above, or its 99 % upper bound ≥ 512 B above (a leak that size is not ruled out yet) | Theil–Sen slopes of heap against requests, Sen's bounds (a shrinking baseline counts as flat) |
 //! | `leak` | yes | canary `leaking` | canary `suspect` | memguard's state |
 //! | `schema` (a deployment that migrates) | yes | baseline − canary ≥ `error_rate_tolerance` and z ≥ 2.33 | half the tolerance and z ≥ 1.64 | `error_rate` mirrored: the previous release (the baseline, the rollback target) serving on the migrated schema errs more than the new one |
 //!
@@ -52,7 +52,8 @@ pub struct Window {
     pub latencies_ms: Vec<f64>,
     /// Heap growth per request over the step, bytes (from `/metrics`); `None` if unknown.
     pub heap_growth_per_request: Option<f64>,
-    /// Its one-sided 99 % lower confidence bound (Sen's); `None` if unknown or too few points.
+    /// Its one-sided lower confidence bound (Sen's; the controller's is 99.9 %); `None` if
+    /// unknown or too few points.
     pub heap_growth_per_request_low: Option<f64>,
     /// Its one-sided 99 % upper confidence bound; `None` if unknown or too few points.
     pub heap_growth_per_request_high: Option<f64>,
@@ -299,8 +300,8 @@ fn heap_growth(c: &Window, b: &Window, cfg: &JudgeConfig) -> MetricVerdict {
     let extra_low = low.map_or(f64::NEG_INFINITY, |l| l.min(x) - y.max(0.0));
     let extra_high = high.map_or(f64::INFINITY, |h| h.max(x) - y.max(0.0));
     let bound = match (low, high) {
-        (Some(l), Some(h)) => format!("{l:.0} to {h:.0} at 99 %"),
-        (Some(l), None) => format!("at least {l:.0} at 99 %"),
+        (Some(l), Some(h)) => format!("at least {l:.0}, at most {h:.0}"),
+        (Some(l), None) => format!("at least {l:.0}"),
         _ => "too few points for a bound".to_string(),
     };
     let detail = format!("canary {x:.0} B/request ({bound}), baseline {y:.0} B/request");

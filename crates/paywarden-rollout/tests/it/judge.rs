@@ -141,7 +141,7 @@ fn a_noisy_estimate_past_the_threshold_is_marginal_until_its_bound_is() {
     let v = judge(&c, &b, &JudgeConfig::default());
     assert_eq!(score_of(&v, "heap_growth_per_request"), Score::Marginal, "{v:#?}");
     let m = v.metrics.iter().find(|m| m.metric == "heap_growth_per_request").unwrap();
-    assert_eq!(m.detail, "canary 541 B/request (90 to 992 at 99 %), baseline -20 B/request");
+    assert_eq!(m.detail, "canary 541 B/request (at least 90, at most 992), baseline -20 B/request");
     // Too few points for a bound: never a failure on the estimate alone.
     let c = Window { heap_growth_per_request: Some(5000.0), heap_growth_per_request_low: None, ..healthy(&mut rng) };
     assert_eq!(score_of(&judge(&c, &b, &JudgeConfig::default()), "heap_growth_per_request"), Score::Marginal);
