@@ -120,19 +120,13 @@ pub struct SenSlope {
 }
 
 /// The Theil–Sen slope with Sen's (1968) one-sided confidence bounds. The lower bound is the
-/// slope of rank `⌊(N − z·√Var S)/2⌋` among the N pairwise slopes (0-based, ascending), the
-/// upper one that of rank `⌈(N + z·√Var S)/2⌉ − 1`, with Var S = n(n−1)(2n+5)/18 for n points, so
-/// the true slope lies above the first (below the second) with the normal confidence of `z`
-/// (1.645: 95 %). Noise and a warm-up step spread the pairwise slopes and push both bounds away
-/// from the estimate; a steady slope keeps them together. `slopes` is scratch, as for
-/// [`theil_sen`].
-pub fn theil_sen_with_bounds(xs: &[f64], ys: &[f64], z: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
-    theil_sen_with_bounds_at(xs, ys, z, z, slopes)
-}
-
-/// [`theil_sen_with_bounds`] with the lower bound at the confidence of `z_low` and the upper one
-/// at that of `z_high`.
-pub fn theil_sen_with_bounds_at(xs: &[f64], ys: &[f64], z_low: f64, z_high: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
+/// slope of rank `⌊(N − z_low·√Var S)/2⌋` among the N pairwise slopes (0-based, ascending), the
+/// upper one that of rank `⌈(N + z_high·√Var S)/2⌉ − 1`, with Var S = n(n−1)(2n+5)/18 for n
+/// points, so the true slope lies above the first with the normal confidence of `z_low` and
+/// below the second with that of `z_high` (1.645: 95 %). Noise and a warm-up step spread the
+/// pairwise slopes and push both bounds away from the estimate; a steady slope keeps them
+/// together. `slopes` is scratch, as for [`theil_sen`].
+pub fn theil_sen_with_bounds(xs: &[f64], ys: &[f64], z_low: f64, z_high: f64, slopes: &mut Vec<f64>) -> Option<SenSlope> {
     let estimate = theil_sen(xs, ys, slopes)?;
     let n = xs.len().min(ys.len()) as f64;
     let sd = (n * (n - 1.0) * (2.0 * n + 5.0) / 18.0).sqrt();
@@ -406,7 +400,7 @@ mod tests {
         let xs: Vec<f64> = (0..60).map(|i| i as f64).collect();
         let jitter = |i: usize| [0.0, 4000.0, -3000.0, 2500.0, -4000.0, 1000.0][i % 6];
         let steady: Vec<f64> = (0..60).map(|i| 800.0 * i as f64 + jitter(i)).collect();
-        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &steady, 1.645, &mut scratch).unwrap();
+        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &steady, 1.645, 1.645, &mut scratch).unwrap();
         let (low, high) = (low.unwrap(), high.unwrap());
         assert!((est - 800.0).abs() < 150.0, "{est}");
         assert!(low > 550.0 && low <= est, "{low} {est}");
@@ -414,13 +408,13 @@ mod tests {
         // Flat, with one 30-KB step two thirds of the way (a cache filling): the estimate says
         // 571 B per request, the bound only 308.
         let step: Vec<f64> = (0..60).map(|i| if i < 40 { 0.0 } else { 30_000.0 } + jitter(i)).collect();
-        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &step, 1.645, &mut scratch).unwrap();
+        let SenSlope { estimate: est, low, high } = theil_sen_with_bounds(&xs, &step, 1.645, 1.645, &mut scratch).unwrap();
         assert!(est > 512.0, "{est}");
         assert!(low.unwrap() < 0.6 * est, "{low:?} {est}");
         assert!(high.unwrap() > 1.2 * est, "{high:?} {est}"); // 714 against 571
         // Three points: no rank is far enough from the median for 95 %.
-        assert_eq!(theil_sen_with_bounds(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], 1.645, &mut scratch), Some(SenSlope { estimate: 1.0, low: None, high: None }));
-        assert_eq!(theil_sen_with_bounds(&[1.0, 1.0], &[0.0, 5.0], 1.645, &mut scratch), None);
+        assert_eq!(theil_sen_with_bounds(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], 1.645, 1.645, &mut scratch), Some(SenSlope { estimate: 1.0, low: None, high: None }));
+        assert_eq!(theil_sen_with_bounds(&[1.0, 1.0], &[0.0, 5.0], 1.645, 1.645, &mut scratch), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::schema::ErrorEnvelope;
 use crate::expand::{Expand, ExpandCharge, Kind};
 use crate::params::{FromParams, Params};
 use crate::auth::Caller;
-use crate::pipeline::{json, with_id, ReadOp};
+use crate::pipeline::{with_id, ReadOp};
 use crate::wire::{self, ChargeObject};
 use crate::{ApiError, App};
 
@@ -35,12 +35,7 @@ impl ReadOp for Retrieve {
     async fn run(&self, app: &App, m: &Caller, q: RetrieveChargeQuery, _: &str) -> Result<Vec<u8>, ApiError> {
         let c = app.store.charge(&m.id, &self.0).await.map_err(ApiError::internal)?;
         let object = wire::charge(&c.ok_or_else(|| ApiError::no_such("charge", &self.0, None))?);
-        if q.expand.is_empty() {
-            return Ok(json(&object));
-        }
-        let mut v = serde_json::to_value(&object).map_err(ApiError::internal)?;
-        q.expand.apply(app, m, Kind::Charge, &mut v).await?;
-        Ok(json(&v))
+        q.expand.render(app, m, Kind::Charge, &object).await
     }
 }
 

@@ -129,24 +129,32 @@ impl Expand {
         Ok(Expand { paths })
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+    /// `object` (of `kind`) as the response body, each id on an asked path replaced by its
+    /// object; serialized as it is when nothing was asked.
+    pub(crate) async fn render(&self, app: &App, m: &Caller, kind: Kind, object: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+        if self.paths.is_empty() {
+            return Ok(crate::pipeline::json(object));
+        }
+        let mut v = serde_json::to_value(object).map_err(ApiError::internal)?;
+        self.apply(app, m, kind, &mut v).await?;
+        Ok(crate::pipeline::json(&v))
     }
 
-    /// Replaces, in `v` (an object of `kind`), each id on an asked path by its object.
-    pub(crate) async fn apply(&self, app: &App, m: &Caller, kind: Kind, v: &mut Value) -> Result<(), ApiError> {
+    /// The same for a list of objects of `kind` (their fields under `data.`).
+    pub(crate) async fn render_list(&self, app: &App, m: &Caller, kind: Kind, list: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+        if self.paths.is_empty() {
+            return Ok(crate::pipeline::json(list));
+        }
+        let mut v = serde_json::to_value(list).map_err(ApiError::internal)?;
+        for item in v.get_mut("data").and_then(Value::as_array_mut).into_iter().flatten() {
+            self.apply(app, m, kind, item).await?;
+        }
+        Ok(crate::pipeline::json(&v))
+    }
+
+    async fn apply(&self, app: &App, m: &Caller, kind: Kind, v: &mut Value) -> Result<(), ApiError> {
         for path in &self.paths {
             expand_path(app, m, kind, v, path).await?;
-        }
-        Ok(())
-    }
-
-    /// The same, on each object of a list's `data`.
-    pub(crate) async fn apply_list(&self, app: &App, m: &Caller, kind: Kind, list: &mut Value) -> Result<(), ApiError> {
-        if let Some(items) = list.get_mut("data").and_then(Value::as_array_mut) {
-            for item in items {
-                self.apply(app, m, kind, item).await?;
-            }
         }
         Ok(())
     }

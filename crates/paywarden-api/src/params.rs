@@ -176,26 +176,7 @@ impl Params {
     /// Takes a string parameter. Numbers and booleans (from JSON) are accepted as their text.
     pub fn str(&mut self, key: &str) -> Result<Option<String>, ApiError> {
         let name = self.name(key);
-        match self.take(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => {
-                if s.chars().count() > PARAM_VALUE_CHARS_MAX {
-                    return Err(ApiError::invalid(
-                        "parameter_invalid_string",
-                        &name,
-                        format!("{name} is too long: at most {PARAM_VALUE_CHARS_MAX} characters."),
-                    ));
-                }
-                Ok(Some(s))
-            }
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(ApiError::invalid(
-                "parameter_invalid_string",
-                &name,
-                format!("Invalid string: {name} must be a single value, not a list or an object."),
-            )),
-        }
+        string_value(&name, self.take(key))
     }
 
     pub fn required_str(&mut self, key: &str) -> Result<String, ApiError> {
@@ -366,20 +347,7 @@ impl Params {
         let mut pairs = Vec::with_capacity(keys.len());
         for k in keys {
             // The keys are the merchant's, not parameters: taken without recording them.
-            let name = m.name(&k);
-            let v = match m.map.remove(&k) {
-                Some(Value::String(s)) => s,
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Bool(b)) => b.to_string(),
-                None | Some(Value::Null) => String::new(),
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        "parameter_invalid_string",
-                        &name,
-                        format!("Invalid string: {name} must be a single value, not a list or an object."),
-                    ))
-                }
-            };
+            let v = string_value(&m.name(&k), m.map.remove(&k))?.unwrap_or_default();
             pairs.push((k, v));
         }
         Ok(MetadataPatch::Set(pairs))
@@ -463,6 +431,27 @@ impl ListQuery {
 
     pub fn page(&self) -> paywarden_store::Page {
         paywarden_store::Page { limit: self.limit, starting_after: self.starting_after.clone(), ending_before: self.ending_before.clone() }
+    }
+}
+
+/// A parameter's value as a string: numbers and booleans (from JSON) as their text, at most
+/// [`PARAM_VALUE_CHARS_MAX`] characters, never a list or an object.
+fn string_value(name: &str, value: Option<Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() > PARAM_VALUE_CHARS_MAX => Err(ApiError::invalid(
+            "parameter_invalid_string",
+            name,
+            format!("{name} is too long: at most {PARAM_VALUE_CHARS_MAX} characters."),
+        )),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(ApiError::invalid(
+            "parameter_invalid_string",
+            name,
+            format!("Invalid string: {name} must be a single value, not a list or an object."),
+        )),
     }
 }
 

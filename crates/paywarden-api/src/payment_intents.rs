@@ -21,7 +21,7 @@ use crate::params::{FromParams, ListQuery, MetadataPatch, Params};
 use crate::payment_methods::PaymentMethodType;
 use crate::auth::Caller;
 use crate::client_secret;
-use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
+use crate::pipeline::{with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
 use crate::wire::{self, ListObject, PaymentIntentObject};
 use crate::{new_id, ApiError, App, ErrorType};
@@ -508,12 +508,7 @@ impl ReadOp for Retrieve {
     async fn run(&self, app: &App, m: &Caller, q: RetrievePaymentIntentQuery, _: &str) -> Result<Vec<u8>, ApiError> {
         app.check_client_secret(m, &self.0, q.client_secret.as_deref())?;
         let object = app.intent_object(&app.load_intent(m, &self.0).await?);
-        if q.expand.is_empty() {
-            return Ok(json(&object));
-        }
-        let mut v = serde_json::to_value(&object).map_err(ApiError::internal)?;
-        q.expand.apply(app, m, Kind::PaymentIntent, &mut v).await?;
-        Ok(json(&v))
+        q.expand.render(app, m, Kind::PaymentIntent, &object).await
     }
 }
 
@@ -532,12 +527,7 @@ impl ReadOp for List {
     async fn run(&self, app: &App, m: &Caller, q: ListPaymentIntentsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_payment_intents(&m.id, &q.page.page()).await.map_err(q.page.map_error())?;
         let list = ListObject { object: "list", data: r.data.iter().map(|pi| app.intent_object(pi)).collect(), has_more: r.has_more, url: path.to_string() };
-        if q.expand.is_empty() {
-            return Ok(json(&list));
-        }
-        let mut v = serde_json::to_value(&list).map_err(ApiError::internal)?;
-        q.expand.apply_list(app, m, Kind::PaymentIntent, &mut v).await?;
-        Ok(json(&v))
+        q.expand.render_list(app, m, Kind::PaymentIntent, &list).await
     }
 }
 

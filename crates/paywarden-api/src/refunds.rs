@@ -15,7 +15,7 @@ use crate::schema::{metadata_param, ErrorEnvelope, FORM};
 use crate::expand::{Expand, ExpandRefund, ExpandRefunds, Kind};
 use crate::params::{FromParams, ListQuery, Params};
 use crate::auth::Caller;
-use crate::pipeline::{json, with_id, Outcome, ReadOp, WriteOp};
+use crate::pipeline::{with_id, Outcome, ReadOp, WriteOp};
 use crate::webhooks::EventSource;
 use crate::wire::{self, ListObject, RefundObject};
 use crate::{new_id, ApiError, App};
@@ -156,12 +156,7 @@ impl ReadOp for Retrieve {
     async fn run(&self, app: &App, m: &Caller, q: RetrieveRefundQuery, _: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.refund(&m.id, &self.0).await.map_err(ApiError::internal)?;
         let object = wire::refund(&r.ok_or_else(|| ApiError::no_such("refund", &self.0, None))?);
-        if q.expand.is_empty() {
-            return Ok(json(&object));
-        }
-        let mut v = serde_json::to_value(&object).map_err(ApiError::internal)?;
-        q.expand.apply(app, m, Kind::Refund, &mut v).await?;
-        Ok(json(&v))
+        q.expand.render(app, m, Kind::Refund, &object).await
     }
 }
 
@@ -180,12 +175,7 @@ impl ReadOp for List {
     async fn run(&self, app: &App, m: &Caller, q: ListRefundsQuery, path: &str) -> Result<Vec<u8>, ApiError> {
         let r = app.store.list_refunds(&m.id, q.payment_intent.as_deref(), &q.page.page()).await.map_err(q.page.map_error())?;
         let list = ListObject { object: "list", data: r.data.iter().map(wire::refund).collect(), has_more: r.has_more, url: path.to_string() };
-        if q.expand.is_empty() {
-            return Ok(json(&list));
-        }
-        let mut v = serde_json::to_value(&list).map_err(ApiError::internal)?;
-        q.expand.apply_list(app, m, Kind::Refund, &mut v).await?;
-        Ok(json(&v))
+        q.expand.render_list(app, m, Kind::Refund, &list).await
     }
 }
 

@@ -1349,7 +1349,7 @@ impl Points {
             return None;
         }
         let mut scratch = Vec::with_capacity(xs.len() * (xs.len() - 1) / 2);
-        memguard::stats::theil_sen_with_bounds_at(xs, ys, HEAP_GROWTH_Z, HEAP_GROWTH_PASS_Z, &mut scratch)
+        memguard::stats::theil_sen_with_bounds(xs, ys, HEAP_GROWTH_Z, HEAP_GROWTH_PASS_Z, &mut scratch)
     }
 }
 
